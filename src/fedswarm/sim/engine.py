@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,10 +28,13 @@ from typing import Any
 import numpy as np
 import tomli_w
 
+from fedswarm.codec.canonical import digest as canonical_digest
+from fedswarm.codec.tensors import digest as tensor_digest
 from fedswarm.codec.tensors import save as save_parameters
 from fedswarm.core.parameters import Parameters
 from fedswarm.observe.plots import plot_metric
 from fedswarm.rounds.coordinator import Coordinator, RoundGenerator, RoundOutcome
+from fedswarm.rounds.observer import RunObserver, RunStart
 from fedswarm.sim.backends import Backend, make_backend
 from fedswarm.sim.baselines import BaselineResult, centralized_baseline, local_only_baseline
 from fedswarm.sim.world import World, build_world, member_name
@@ -115,6 +118,7 @@ def run_simulation(
     on_round: RoundCallback | None = None,
     on_phase: Callable[[str], None] | None = None,
     write_outputs: bool = True,
+    observers: Sequence[RunObserver] = (),
 ) -> RunResult:
     """Run the whole job: rounds, baselines, outputs. Raises ``FedswarmError`` subclasses on bad input."""
     t0 = time.perf_counter()
@@ -143,6 +147,25 @@ def run_simulation(
     engine_backend = make_backend(
         spec, world.runtime, state_dir=run_dir / "state" if write_outputs else None, name=backend
     )
+    all_observers: list[RunObserver] = list(observers)
+    if write_outputs and spec.ledger.enabled:
+        from fedswarm.ledger.recorder import LedgerRecorder
+
+        all_observers.append(LedgerRecorder(run_dir / "ledger", spec=spec.ledger, schema=world.schema))
+    if all_observers:
+        spec_dict = spec.to_dict()
+        start = RunStart(
+            federation=spec.federation.name,
+            spec=spec_dict,
+            spec_digest=canonical_digest(spec_dict).hex(),
+            members=[member_name(m) for m in range(data.members)] if data.members <= 100_000 else [],
+            strategy=spec.strategy.name,
+            initial_model=start_params,
+            initial_digest=tensor_digest(start_params),
+            seed=spec.federation.seed,
+        )
+        for obs in all_observers:
+            obs.on_start(start)
     metrics_fh = open(run_dir / "metrics.jsonl", "w", encoding="utf-8") if write_outputs else None
     history: list[dict[str, Any]] = []
     params = start_params
@@ -165,6 +188,10 @@ def run_simulation(
             digest = None
             if write_outputs and (spec.output.save_models == "all" or is_last):
                 digest = save_parameters(params, run_dir / "models" / f"round-{rnd:04d}.safetensors")
+            if all_observers:
+                digest = digest or tensor_digest(params)
+                for obs in all_observers:
+                    obs.on_round(outcome, model=params, model_digest=digest)
             rec = _round_record(outcome, model_digest=digest)
             history.append(rec)
             if metrics_fh is not None:
@@ -173,6 +200,10 @@ def run_simulation(
             last = outcome
             if on_round is not None:
                 on_round(outcome, R)
+    except BaseException:
+        for obs in all_observers:
+            obs.close()
+        raise
     finally:
         if metrics_fh is not None:
             metrics_fh.close()
@@ -220,6 +251,11 @@ def run_simulation(
     summary["wall_seconds"] = round(time.perf_counter() - t0, 4)
     if write_outputs:
         _write_outputs(run_dir, summary, history, baselines)
+    for obs in all_observers:
+        obs.on_finish(summary)
+        obs.close()
+    if write_outputs and all_observers:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return RunResult(summary=summary, run_dir=run_dir, final=params, history=history)
 
 

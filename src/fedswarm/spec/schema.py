@@ -21,6 +21,7 @@ __all__ = [
     "DataSpec",
     "EvaluationSpec",
     "FederationSpec",
+    "LedgerSpec",
     "OutputSpec",
     "SimulationSpec",
     "Spec",
@@ -136,6 +137,12 @@ class SimulationSpec(_Section):
     state: Literal["auto", "memory", "disk"] = "auto"
 
 
+class LedgerSpec(_Section):
+    enabled: bool = True
+    retain_updates: bool = Field(True, description="store every accepted update, content-addressed, for revert")
+    checkpoint_every: int = Field(1, ge=1, description="rounds between signed checkpoints")
+
+
 class OutputSpec(_Section):
     dir: str | None = None
     save_models: Literal["all", "final"] = "all"
@@ -152,6 +159,7 @@ class Spec(_Section):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     baselines: BaselinesSpec = Field(default_factory=BaselinesSpec)
     simulation: SimulationSpec = Field(default_factory=SimulationSpec)
+    ledger: LedgerSpec = Field(default_factory=LedgerSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
 
     @model_validator(mode="after")
