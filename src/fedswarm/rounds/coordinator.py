@@ -184,15 +184,15 @@ class Coordinator:
             if self.central_evaluate is not None:
                 central = self.central_evaluate(new_params)
             targets: Sequence[int] | npt.NDArray[np.int64] | range | None
-            if evaluate_all or self.evaluate_members == "all":
+            if self.evaluate_members == "none":
+                targets = None
+            elif evaluate_all or self.evaluate_members == "all":
                 if candidates is None or isinstance(candidates, int | np.integer):
                     targets = range(self.population if candidates is None else int(candidates))
                 else:
                     targets = candidates
-            elif self.evaluate_members == "sampled":
-                targets = accepted
             else:
-                targets = None
+                targets = accepted
             if targets is not None and len(targets) > 0:
                 ereqs = {int(m): EvaluateRequest(rnd, new_params) for m in targets}
                 ereplies = yield Exchange("evaluate", rnd, ereqs)
