@@ -112,6 +112,7 @@ def local_only_baseline(
     own: dict[int, float] = {}
     on_holdout: list[float] = []
     losses: list[float] = []
+    extras: dict[str, list[float]] = {}
     curves: list[list[float]] = []
     for m in members:
         local = data.local(m)
@@ -122,6 +123,9 @@ def local_only_baseline(
             r = task.evaluate(final, holdout)
             on_holdout.append(_acc(r))
             losses.append(r.loss)
+            for k, v in r.metrics.items():
+                if k not in ("accuracy", "loss"):
+                    extras.setdefault(k, []).append(float(v))
             curves.append([_acc(task.evaluate(p, holdout)) for p in snaps])
     own_vals = np.fromiter(own.values(), dtype=np.float64, count=len(own))
     curve = list(np.mean(np.asarray(curves), axis=0)) if curves else []
@@ -132,4 +136,5 @@ def local_only_baseline(
         per_member=own,
         local_test_accuracy=float(np.nanmean(own_vals)) if len(own_vals) else float("nan"),
         local_test_worst10=worst_fraction_mean(own_vals) if len(own_vals) else float("nan"),
+        extra={k: float(np.nanmean(v)) for k, v in extras.items()},
     )

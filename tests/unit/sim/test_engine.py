@@ -132,3 +132,15 @@ def test_process_backend_times_out_a_hung_member(tmp_path: Path) -> None:
         assert "timed out" in str(exc)
         return
     assert any("timed out" in r for r in res.history[0]["dropouts"].values())
+
+
+@pytest.mark.slow
+def test_ray_backend_reproduces_inprocess(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    s = spec(baselines__local_only=False, baselines__centralized=False)
+    base = run_simulation(s, out_dir=tmp_path / "in")
+    ray_run = run_simulation(
+        spec(baselines__local_only=False, baselines__centralized=False, simulation__backend="ray", simulation__workers=2),
+        out_dir=tmp_path / "ray",
+    )
+    assert ray_run.summary["final_model_digest"] == base.summary["final_model_digest"]
