@@ -22,17 +22,11 @@ import numpy as np
 import numpy.typing as npt
 
 from fedswarm.codec.tensors import encoded_size
-from fedswarm.core.errors import RoundAborted
+from fedswarm.core.errors import ConfigurationError, RoundAborted
 from fedswarm.core.parameters import Parameters, Schema
 from fedswarm.core.task import EvalResult
-from fedswarm.rounds.messages import (
-    Dropout,
-    EvaluateReply,
-    EvaluateRequest,
-    Exchange,
-    FitReply,
-    FitRequest,
-)
+from fedswarm.rounds.collect import Collector, PlainCollector
+from fedswarm.rounds.messages import EvaluateReply, EvaluateRequest, Exchange, FitRequest
 from fedswarm.rounds.stages import ServerContext, ServerStage
 from fedswarm.strategy.base import Strategy
 
@@ -95,6 +89,7 @@ class Coordinator:
         central_evaluate: Callable[[Parameters], EvalResult] | None = None,
         evaluate_members: EvaluateMembers = "all",
         member_name: Callable[[int], str] = lambda m: f"member-{m}",
+        collector: Collector | None = None,
     ) -> None:
         self.strategy = strategy
         self.schema = schema
@@ -104,6 +99,12 @@ class Coordinator:
         self.evaluate_members: EvaluateMembers = evaluate_members
         self.member_name = member_name
         self._model_bytes = encoded_size(schema)
+        self.collector: Collector = collector if collector is not None else PlainCollector()
+        if not self.collector.reveals_individual_updates and strategy.rule.needs_individual_updates:
+            raise ConfigurationError(
+                f"aggregation rule {strategy.rule.name!r} needs individual updates, which secure aggregation "
+                "hides; use rule 'mean' (or group-wise robust aggregation) with secure aggregation"
+            )
 
     def run_round(
         self,
@@ -118,65 +119,44 @@ class Coordinator:
         strategy = self.strategy
         selected = strategy.select(rnd, self.population if candidates is None else candidates)
         requests = {int(m): FitRequest(parameters, strategy.fit_config(rnd, int(m))) for m in selected}
-        replies = yield Exchange("fit", rnd, requests)
-
         ctx = ServerContext(round=rnd, members=selected, seed=strategy.seed)
-        accepted: list[int] = []
-        rows: list[npt.NDArray[np.float64]] = []
-        weights: list[float] = []
-        dropouts: dict[int, str] = {}
-        rejected: dict[int, str] = {}
-        bytes_up = 0
-        train_loss = 0.0
-        train_n = 0
         d = self.schema.size
-        for m in requests:
-            reply = replies.get(m)
-            if reply is None:
-                dropouts[m] = f"{self.member_name(m)}: no reply"
-                continue
-            if isinstance(reply, Dropout):
-                dropouts[m] = reply.reason
-                continue
-            if not isinstance(reply, FitReply):
-                rejected[m] = f"unexpected reply type {type(reply).__name__}"
-                continue
-            bytes_up += reply.payload_bytes
-            u = reply.update
-            reason = self._screen(m, u, d, ctx)
-            if reason is not None:
-                rejected[m] = reason
-                continue
-            accepted.append(m)
-            rows.append(u)
-            weights.append(float(reply.num_examples))
-            tl = reply.metrics.get("train_loss")
-            if tl is not None and np.isfinite(tl):
-                train_loss += tl * reply.num_examples
-                train_n += reply.num_examples
-
+        collection = yield from self.collector.collect(
+            rnd,
+            requests,
+            dimension=d,
+            ctx=ctx,
+            screen=lambda m, u: self._screen(m, u, d, ctx),
+            member_name=self.member_name,
+        )
+        accepted = collection.members
+        dropouts, rejected = collection.dropouts, collection.rejected
         min_members = strategy.sampling.min_members
-        if len(accepted) < min_members:
+        if collection.count < min_members:
             problems = list(dropouts.values()) + [f"{self.member_name(m)}: {r}" for m, r in rejected.items()]
             shown = "; ".join(problems[:5]) + (f"; ... ({len(problems) - 5} more)" if len(problems) > 5 else "")
             raise RoundAborted(
-                f"round {rnd}: {len(accepted)} valid update(s) from {len(requests)} selected member(s), "
+                f"round {rnd}: {collection.count} valid update(s) from {len(requests)} selected member(s), "
                 f"strategy.min_members is {min_members}" + (f". Problems: {shown}" if shown else "")
             )
 
-        U = np.stack(rows) if rows else np.zeros((0, d))
-        W = np.asarray(weights, dtype=np.float64)
-        if W.sum() <= 0:
-            W = np.ones_like(W)
         x = parameters.flatten()
-        new_x = strategy.aggregate(rnd, x, U, W)
+        if collection.updates is not None:
+            U = collection.updates
+            W = collection.weights if collection.weights.sum() > 0 else np.ones(len(accepted))
+            new_x = strategy.aggregate(rnd, x, U, W)
+        else:
+            assert collection.total is not None
+            U = np.zeros((0, d))
+            W = np.zeros(0)
+            new_x = strategy.server_update(x, collection.total / collection.count)
         if self.server_stages:
             delta = new_x - x
             for stage in self.server_stages:
                 delta = stage.after_aggregate(delta, ctx=ctx)
             new_x = x + delta
         new_params = Parameters.unflatten(new_x, self.schema)
-        bytes_down = len(requests) * self._model_bytes
+        bytes_down = len(requests) * self._model_bytes + collection.extra_bytes_down
 
         central = None
         members_eval = None
@@ -207,8 +187,8 @@ class Coordinator:
             parameters=new_params,
             updates=U,
             weights=W,
-            train_metrics={"train_loss": train_loss / train_n} if train_n else {},
-            bytes_up=bytes_up,
+            train_metrics=collection.train_metrics,
+            bytes_up=collection.bytes_up,
             bytes_down=bytes_down,
             central=central,
             members_eval=members_eval,
