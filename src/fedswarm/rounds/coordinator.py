@@ -62,6 +62,7 @@ class RoundOutcome:
     central: EvalResult | None
     members_eval: MemberEvaluation | None
     seconds: float
+    annotations: dict[str, Any] = field(default_factory=dict)
 
 
 RoundGenerator = Generator[Exchange[Any], Mapping[int, Any], RoundOutcome]

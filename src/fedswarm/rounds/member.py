@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,10 @@ from fedswarm.rounds.stages import ClientContext, ClientStage
 from fedswarm.rounds.state import InMemoryStateStore, StateStore
 from fedswarm.task.metrics import classification_metrics
 
-__all__ = ["MemberRuntime"]
+__all__ = ["MemberHandler", "MemberRuntime"]
+
+MemberHandler = Callable[["MemberRuntime", int, Any, npt.NDArray[np.float64]], Any]
+"""Serves an extra exchange kind for one member: ``(runtime, member, request, global_vector) -> reply``."""
 
 
 def _describe_exception(exc: BaseException) -> str:
@@ -48,8 +51,10 @@ class MemberRuntime:
         stages: Sequence[ClientStage] = (),
         state_store: StateStore | None = None,
         member_name: Callable[[int], str] = lambda m: f"member-{m}",
+        handlers: Mapping[str, MemberHandler] | None = None,
     ) -> None:
         self.task = task
+        self.handlers: dict[str, MemberHandler] = dict(handlers or {})
         self.data_for = data_for
         self.schema = schema
         self.stages = tuple(stages)
@@ -98,6 +103,16 @@ class MemberRuntime:
         assert result.parameters is not None
         result.parameters.check_schema(self.schema, who=f"{who}: parameters returned by task.fit")
         return result.parameters.flatten() - global_vector
+
+    def handle(self, kind: str, member: int, request: Any, global_vector: npt.NDArray[np.float64]) -> Any:
+        """Serve an exchange kind registered by an extension (secure aggregation phases ...)."""
+        handler = self.handlers.get(kind)
+        if handler is None:
+            return Dropout(f"{self.member_name(member)}: no handler for exchange kind {kind!r}")
+        try:
+            return handler(self, member, request, global_vector)
+        except Exception as exc:
+            return Dropout(f"{self.member_name(member)}: {kind} failed: {_describe_exception(exc)}")
 
     # evaluate ---------------------------------------------------------------------------------
     def evaluate(self, member: int, request: EvaluateRequest) -> EvaluateReply | Dropout:

@@ -62,7 +62,9 @@ def _run_on_runtime(
         first = next(iter(requests.values()))
         assert isinstance(first, EvaluateRequest)
         return dict(runtime.evaluate_many(requests.keys(), first))
-    raise ConfigurationError(f"this backend does not know how to deliver exchanges of kind {kind!r}")
+    if kind in runtime.handlers:
+        return {m: runtime.handle(kind, m, req, global_vector) for m, req in requests.items()}
+    raise ConfigurationError(f"no member handler is registered for exchanges of kind {kind!r}")
 
 
 class InProcessBackend:

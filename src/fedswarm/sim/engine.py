@@ -93,6 +93,8 @@ def _round_record(o: RoundOutcome, *, model_digest: str | None) -> dict[str, Any
         rec["members_accuracy_worst10"] = _finite(o.members_eval.accuracy_worst10)
     if model_digest:
         rec["model_digest"] = model_digest
+    for key, value in o.annotations.items():
+        rec[key] = value
     return rec
 
 
@@ -136,13 +138,17 @@ def run_simulation(
     task, data = world.task, world.data
     start_params = task.init_parameters(seed=spec.federation.seed)
     holdout = data.holdout
+    server_stages = [st for ext in world.extensions for st in ext.server_stages()]
+    collectors = [c for ext in world.extensions if (c := ext.collector()) is not None]
     coordinator = Coordinator(
         strategy,
         schema=world.schema,
         population=data.members,
+        server_stages=server_stages,
         central_evaluate=(lambda p: task.evaluate(p, holdout)) if len(holdout) else None,
         evaluate_members=spec.evaluation.members,
         member_name=member_name,
+        collector=collectors[0] if collectors else None,
     )
     engine_backend = make_backend(
         spec, world.runtime, state_dir=run_dir / "state" if write_outputs else None, name=backend
@@ -174,6 +180,7 @@ def run_simulation(
     last: RoundOutcome | None = None
     R = spec.federation.rounds
     every = spec.evaluation.every
+    stopped: str | None = None
     try:
         for rnd in range(1, R + 1):
             gvec = params.flatten()
@@ -181,6 +188,10 @@ def run_simulation(
             gen = coordinator.run_round(rnd, params, evaluate=(rnd % every == 0) or is_last, evaluate_all=is_last)
             outcome = drive(gen, engine_backend, gvec)
             params = outcome.parameters
+            for ext in world.extensions:
+                reason = ext.after_round(outcome, model=params)
+                if reason and stopped is None:
+                    stopped = reason
             total_up += outcome.bytes_up
             total_down += outcome.bytes_down
             dropouts += len(outcome.dropouts)
@@ -200,6 +211,9 @@ def run_simulation(
             last = outcome
             if on_round is not None:
                 on_round(outcome, R)
+            if stopped is not None:
+                phase(f"stopping after round {rnd}: {stopped}")
+                break
     except BaseException:
         for obs in all_observers:
             obs.close()
@@ -248,6 +262,10 @@ def run_simulation(
     summary["dropouts"] = dropouts
     summary["rejected"] = rejected
     summary["federated_seconds"] = round(fed_seconds, 4)
+    if stopped is not None:
+        summary["stopped_early"] = stopped
+    for ext in world.extensions:
+        summary.update(dict(ext.summary()))
     summary["wall_seconds"] = round(time.perf_counter() - t0, 4)
     if write_outputs:
         _write_outputs(run_dir, summary, history, baselines)

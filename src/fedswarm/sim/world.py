@@ -9,9 +9,11 @@ from fedswarm.core.parameters import Schema
 from fedswarm.core.task import DataInfo, Task
 from fedswarm.data.datasets import ArrayDataset
 from fedswarm.data.federated import FederatedData
-from fedswarm.rounds.member import MemberRuntime
+from fedswarm.rounds.extension import RunExtension
+from fedswarm.rounds.member import MemberHandler, MemberRuntime
 from fedswarm.rounds.state import InMemoryStateStore, SqliteStateStore, StateStore
 from fedswarm.spec.build import build_client_stages, build_data, build_task, load_data
+from fedswarm.spec.extensions import build_extensions
 from fedswarm.spec.schema import Spec
 
 __all__ = ["World", "build_world", "member_name"]
@@ -33,6 +35,7 @@ class World:
     task: Task
     schema: Schema
     runtime: MemberRuntime
+    extensions: list[RunExtension]
 
 
 def _state_store(spec: Spec, state_dir: Path | None, worker: int) -> StateStore:
@@ -56,12 +59,28 @@ def build_world(spec: Spec, *, state_dir: Path | None = None, worker: int = 0) -
     )
     task = build_task(spec, info)
     schema = task.init_parameters(seed=spec.federation.seed).schema
+    extensions = build_extensions(spec, info, data.members)
+    stages = list(build_client_stages(spec))
+    handlers: dict[str, MemberHandler] = {}
+    for ext in extensions:
+        stages.extend(ext.client_stages())
+        handlers.update(ext.member_handlers())
     runtime = MemberRuntime(
         task,
         data.local,
         schema=schema,
-        stages=build_client_stages(spec),
+        stages=stages,
         state_store=_state_store(spec, state_dir, worker),
         member_name=member_name,
+        handlers=handlers,
     )
-    return World(spec=spec, dataset=dataset, data=data, info=info, task=task, schema=schema, runtime=runtime)
+    return World(
+        spec=spec,
+        dataset=dataset,
+        data=data,
+        info=info,
+        task=task,
+        schema=schema,
+        runtime=runtime,
+        extensions=extensions,
+    )
