@@ -85,7 +85,8 @@ class NumpySoftmaxTask:
         l2 = self.l2
         bs = max(1, config.batch_size)
         rng = np.random.Generator(np.random.PCG64(config.seed))
-        total_loss = 0.0
+        all_rows = np.arange(min(bs, max(n, 1)))
+        picked: list[npt.NDArray[Any]] = []
         for _ in range(config.epochs):
             perm = rng.permutation(n)
             for start in range(0, n, bs):
@@ -93,9 +94,9 @@ class NumpySoftmaxTask:
                 xb = x[idx]
                 yb = y[idx]
                 m = len(idx)
+                rows = all_rows[:m]
                 p = _softmax_inplace(xb @ w + b)
-                rows = np.arange(m)
-                total_loss -= float(np.log(np.maximum(p[rows, yb], 1e-12)).sum())
+                picked.append(p[rows, yb])  # a copy: the probabilities of the true labels, for the loss
                 p[rows, yb] -= 1.0
                 p /= m
                 gw = xb.T @ p
@@ -107,6 +108,7 @@ class NumpySoftmaxTask:
                     gw += l2 * w
                 w -= lr * gw
                 b -= lr * gb
+        total_loss = -float(np.log(np.maximum(np.concatenate(picked), 1e-12)).sum()) if picked else 0.0
         seen = n * max(config.epochs, 1)
         return FitResult(
             num_examples=n,
