@@ -18,8 +18,9 @@ from fedswarm.data.datasets import ArrayDataset, load_dataset
 from fedswarm.data.federated import FederatedData, build_federated_data
 from fedswarm.data.loaders import load_table
 from fedswarm.rounds.stages import ClientStage, ClipNorm
+from fedswarm.spec.rules import RULES
 from fedswarm.spec.schema import FedAvgSpec, FedOptSpec, FedProxSpec, Spec
-from fedswarm.strategy.base import AggregationRule, LocalTraining, MeanRule, Sampling, Strategy
+from fedswarm.strategy.base import AggregationRule, LocalTraining, Sampling, Strategy
 from fedswarm.strategy.fedavg import FedAvg
 from fedswarm.strategy.fedopt import FedAdagrad, FedAdam, FedYogi
 from fedswarm.strategy.fedprox import FedProx
@@ -65,16 +66,6 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "fedyogi": FedYogi,
     "fedadagrad": FedAdagrad,
 }
-
-
-def _mean_rule(options: Mapping[str, Scalar]) -> AggregationRule:
-    unknown = set(options) - {"weighted"}
-    if unknown:
-        raise SpecError(f"strategy.rule.options.{sorted(unknown)[0]}", "unknown option for rule 'mean'")
-    return MeanRule(weighted=bool(options.get("weighted", True)))
-
-
-RULES: dict[str, Callable[[Mapping[str, Scalar]], AggregationRule]] = {"mean": _mean_rule}
 
 
 def load_data(spec: Spec) -> ArrayDataset:
