@@ -20,6 +20,7 @@ Prints one JSON line; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import statistics
@@ -132,7 +133,7 @@ def main() -> None:
     t0 = time.perf_counter()
     result = run_simulation(spec, on_round=on_round, write_outputs=False)
     wall = time.perf_counter() - t0
-    per_round = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    per_round = [b - a for a, b in itertools.pairwise(stamps)]
     fs = statistics.median(per_round) if per_round else float("nan")
     out: dict[str, Any] = {
         "benchmark": "simulation",
