@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from fedswarm.cli import node as node_cli
+from fedswarm.cli import provision as provision_cli
 from fedswarm.cli.demo import demo
 from fedswarm.cli.init import init
 from fedswarm.cli.simulate import simulate
+from fedswarm.cli.up import up
 
 __all__ = ["app", "main"]
 
@@ -20,6 +23,9 @@ app = typer.Typer(
 app.command("simulate")(simulate)
 app.command("demo")(demo)
 app.command("init")(init)
+app.command("up")(up)
+app.add_typer(node_cli.app, name="node")
+app.add_typer(provision_cli.app, name="provision")
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ def plot_metric(
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     styles = {"federated": "-", "centralized": "--", "local-only": ":"}
@@ -29,6 +30,7 @@ def plot_metric(
             continue
         xs = list(rounds)[: len(values)]
         ax.plot(xs, list(values)[: len(xs)], styles.get(label, "-."), label=label, linewidth=2)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("round")
     ax.set_ylabel(metric)
     ax.set_title(title)

@@ -272,5 +272,11 @@ def make_backend(spec: Spec, runtime: MemberRuntime, *, state_dir: Path | None, 
     if kind == "processes":
         return ProcessBackend(spec, workers=workers, state_dir=state_dir, client_timeout=timeout)
     if kind == "ray":
-        return RayBackend(spec, workers=workers, state_dir=state_dir, client_timeout=timeout)
+        return RayBackend(
+            spec,
+            workers=workers,
+            state_dir=state_dir,
+            client_timeout=timeout,
+            address=spec.simulation.ray_address,
+        )
     raise ConfigurationError(f"simulation.backend: unknown backend {kind!r}; choose inprocess, processes or ray")

@@ -41,7 +41,16 @@ from fedswarm.sim.world import World, build_world, member_name
 from fedswarm.spec.build import build_strategy
 from fedswarm.spec.schema import Spec
 
-__all__ = ["RoundCallback", "RunResult", "drive", "run_simulation"]
+__all__ = [
+    "RoundCallback",
+    "RunResult",
+    "pick_baseline_members",
+    "build_summary",
+    "drive",
+    "round_record",
+    "run_simulation",
+    "write_run_outputs",
+]
 
 RoundCallback = Callable[[RoundOutcome, int], None]
 
@@ -70,7 +79,7 @@ def _finite(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
 
 
-def _round_record(o: RoundOutcome, *, model_digest: str | None) -> dict[str, Any]:
+def round_record(o: RoundOutcome, *, model_digest: str | None) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "round": o.round,
         "selected": len(o.selected),
@@ -103,7 +112,7 @@ def _default_run_dir(spec: Spec) -> Path:
     return Path("runs") / f"{spec.federation.name}-{stamp}"
 
 
-def _baseline_members(world: World) -> list[int]:
+def pick_baseline_members(world: World) -> list[int]:
     n = world.data.members
     k = min(n, world.spec.baselines.local_only_max_members)
     if k == n:
@@ -203,7 +212,7 @@ def run_simulation(
                 digest = digest or tensor_digest(params)
                 for obs in all_observers:
                     obs.on_round(outcome, model=params, model_digest=digest)
-            rec = _round_record(outcome, model_digest=digest)
+            rec = round_record(outcome, model_digest=digest)
             history.append(rec)
             if metrics_fh is not None:
                 metrics_fh.write(json.dumps(rec) + "\n")
@@ -230,7 +239,7 @@ def run_simulation(
         final_digest = save_parameters(params, run_dir / "models" / "final.safetensors")
 
     # baselines ---------------------------------------------------------------------------------
-    baseline_members = _baseline_members(world)
+    baseline_members = pick_baseline_members(world)
     training = strategy.training
     baselines: dict[str, BaselineResult] = {}
     if spec.baselines.centralized:
@@ -256,7 +265,7 @@ def run_simulation(
             members=baseline_members,
         )
 
-    summary = _summary(spec, world, last, history, baselines, baseline_members, run_dir, final_digest)
+    summary = build_summary(spec, world, last, history, baselines, baseline_members, run_dir, final_digest)
     summary["bytes_up"] = total_up
     summary["bytes_down"] = total_down
     summary["dropouts"] = dropouts
@@ -268,7 +277,7 @@ def run_simulation(
         summary.update(dict(ext.summary()))
     summary["wall_seconds"] = round(time.perf_counter() - t0, 4)
     if write_outputs:
-        _write_outputs(run_dir, summary, history, baselines)
+        write_run_outputs(run_dir, summary, history, baselines)
     for obs in all_observers:
         obs.on_finish(summary)
         obs.close()
@@ -277,7 +286,7 @@ def run_simulation(
     return RunResult(summary=summary, run_dir=run_dir, final=params, history=history)
 
 
-def _summary(
+def build_summary(
     spec: Spec,
     world: World,
     last: RoundOutcome,
@@ -339,7 +348,7 @@ def _summary(
     }
 
 
-def _write_outputs(
+def write_run_outputs(
     run_dir: Path,
     summary: dict[str, Any],
     history: list[dict[str, Any]],

@@ -15,6 +15,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fedswarm.core.errors import SpecError
+from fedswarm.spec.network import NetworkSpec
+from fedswarm.spec.privacy import PrivacySpec
+from fedswarm.spec.robustness import AttackSpec, RobustnessSpec
 
 __all__ = [
     "BaselinesSpec",
@@ -135,6 +138,7 @@ class SimulationSpec(_Section):
     workers: int = Field(0, ge=0)
     client_timeout: float = Field(0.0, ge=0)
     state: Literal["auto", "memory", "disk"] = "auto"
+    ray_address: str | None = Field(None, description="connect to this Ray cluster instead of starting one locally")
 
 
 class LedgerSpec(_Section):
@@ -160,6 +164,10 @@ class Spec(_Section):
     baselines: BaselinesSpec = Field(default_factory=BaselinesSpec)
     simulation: SimulationSpec = Field(default_factory=SimulationSpec)
     ledger: LedgerSpec = Field(default_factory=LedgerSpec)
+    privacy: PrivacySpec = Field(default_factory=PrivacySpec)
+    network: NetworkSpec = Field(default_factory=NetworkSpec)
+    attack: AttackSpec | None = None
+    robustness: RobustnessSpec = Field(default_factory=RobustnessSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
 
     @model_validator(mode="after")

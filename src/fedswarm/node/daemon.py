@@ -1,0 +1,559 @@
+"""The node daemon: one member of a federation, serving gRPC with mutual TLS next to its own data.
+
+A node loads and verifies its startup kit (:func:`fedswarm.node.kit.load_kit`), builds its task and data
+from the spec (:mod:`fedswarm.node.world`), resumes from its data folder (:mod:`fedswarm.node.persist`),
+and serves ``fedswarm.v1.Peer`` and the standard ``grpc.health.v1.Health`` service. Then, depending on
+``[federation] topology``:
+
+* ``star``: the manifest's aggregator coordinates every round (:mod:`fedswarm.node.lead`); the other
+  members train when assigned and follow the commits;
+* ``swarm``: every member follows the same deterministic leader order (:mod:`fedswarm.node.leader`) and
+  leads when its turn comes, taking over from a leader that does not deliver.
+
+``SIGTERM`` stops it gracefully: health turns ``NOT_SERVING``, calls in flight finish (5 s grace),
+state is flushed. Everything a node refuses is logged with the reason and counted in its status.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures as cf
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from fedswarm.codec import tensors
+from fedswarm.core.errors import ConfigurationError, FedswarmError
+from fedswarm.core.parameters import Parameters
+from fedswarm.node.kit import Kit, load_kit
+from fedswarm.node.leader import DeclaredInput, check_own_input, leader_order
+from fedswarm.node.network import Network
+from fedswarm.node.persist import NodeStore, Progress
+from fedswarm.node.roster import Roster, tls_material, trust_from_kit
+from fedswarm.node.roundloop import ExchangeDriver
+from fedswarm.node.status import PHASES, Phase
+from fedswarm.node.worker import Job, MemberWorker
+from fedswarm.node.world import NodeWorld, build_node_world, job_digest
+from fedswarm.rounds.observer import RunObserver
+from fedswarm.spec.schema import Spec
+from fedswarm.transport._generated.fedswarm.v1 import federation_pb2 as pb
+from fedswarm.transport._generated.fedswarm.v1 import federation_pb2_grpc as pb_grpc
+from fedswarm.transport.client import PeerError
+from fedswarm.transport.envelope import EnvelopeVerifier, MessageRefused, RoundCheck, Verified, open_body
+from fedswarm.transport.service import AuthInterceptor, PeerService
+from fedswarm.transport.tls import PeerAuthenticator, server_credentials, server_options
+from fedswarm.transport.wire import config_from_wire
+
+__all__ = ["NodeDaemon"]
+
+log = logging.getLogger("fedswarm.node")
+
+
+class NodeDaemon:
+    """One running member. Construct, :meth:`start`, then :meth:`run` until :meth:`stop`.
+
+    Parameters
+    ----------
+    kit_dir
+        The member's startup kit (verified at start).
+    spec
+        The federation spec (the same for every member).
+    data_path
+        The member's own table; default: its share of the spec's dataset.
+    state_dir
+        The node's data folder (default ``KIT/state``).
+    observers
+        Told about the run and about every round this node commits as leader (the ledger hook).
+    listen
+        ``host:port`` to bind (default: the address the manifest lists for this member).
+    exit_when_finished
+        Return from :meth:`run` once the job's last round is committed (after a short linger so
+        peers can fetch the final model).
+    """
+
+    def __init__(
+        self,
+        kit_dir: Path,
+        *,
+        spec: Spec,
+        data_path: Path | None = None,
+        state_dir: Path | None = None,
+        observers: Sequence[RunObserver] = (),
+        listen: str | None = None,
+        exit_when_finished: bool = False,
+        password: bytes | None = None,
+    ) -> None:
+        self.kit_dir = Path(kit_dir)
+        self.spec = spec
+        self.settings = spec.network
+        self.kit: Kit = load_kit(self.kit_dir, password=password)
+        self.me = self.kit.name
+        self.roster = Roster.build(self.kit.manifest, spec)
+        self.member = self.roster.id_of(self.me)
+        self.topology = spec.federation.topology
+        if self.topology == "star" and self.roster.aggregator is None:
+            raise ConfigurationError("star topology: the manifest names no aggregator")
+        self.job = job_digest(spec)
+        self.store = NodeStore(Path(state_dir) if state_dir is not None else self.kit_dir / "state")
+        self.world: NodeWorld = build_node_world(
+            spec, member=self.member, name=self.me, data_path=data_path, state_dir=self.store.directory
+        )
+        self.observers = list(observers)
+        self.exit_when_finished = exit_when_finished
+        self._listen = listen or self.kit.entry.address
+        self._stop = threading.Event()
+        self._cond = threading.Condition()
+        self._phase: Phase = "starting"
+        self._last_error = ""
+        self._refused: collections.Counter[str] = collections.Counter()
+        self._started_ms = int(time.time() * 1000)
+        self._progress = self._initial_progress()
+        self._round_started = time.monotonic()
+        self._catchup_wanted = threading.Event()
+        trust = trust_from_kit(self.kit)
+        self.authenticator = PeerAuthenticator(trust)
+        self.verifier = EnvelopeVerifier(
+            trust.federation_id,
+            keys=lambda name: self.authenticator.trust.keys.get(name),
+            max_skew=self.settings.max_clock_skew,
+        )
+        self.network = Network(
+            me=self.me,
+            key=self.kit.signing_key,
+            federation_id=trust.federation_id,
+            material=tls_material(self.kit),
+            addresses=trust.addresses,
+            settings=self.settings,
+        )
+        self.driver = ExchangeDriver(
+            network=self.network,
+            store=self.store,
+            names=self.roster.name_of,
+            ids=self.roster.id_of,
+            job=self.job,
+            stop=self._stop,
+        )
+        self.worker = MemberWorker(
+            member=self.member,
+            runtime=self.world.runtime,
+            store=self.store,
+            network=self.network,
+            on_phase=self._worker_phase,
+        )
+        self._server: grpc.Server | None = None
+        self._health = health.HealthServicer(experimental_non_blocking=True)
+        self.port = 0
+        from fedswarm.node.lead import Leadership
+
+        self.leadership = Leadership(self)
+
+    # lifecycle ------------------------------------------------------------------------------------
+    def _initial_progress(self) -> Progress:
+        progress = self.store.progress(job=self.job)
+        if progress is not None:
+            log.info("%s resumes after round %d (model %s)", self.me, progress.round, progress.model_digest[:16])
+            return progress
+        model_digest, _ = self.store.put_parameters(self.world.initial)
+        state = self.leadership_state_blob()
+        progress = Progress(job=self.job, round=0, model_digest=model_digest, state_digest=state, leader="", commit="")
+        self.store.save_progress(progress)
+        return progress
+
+    def leadership_state_blob(self) -> str:
+        from fedswarm.spec.build import build_strategy
+
+        digest, _ = self.store.put_parameters(Parameters(build_strategy(self.spec).state_dict()))
+        return digest
+
+    def start(self) -> int:
+        """Bind and start serving; returns the bound port."""
+        server = grpc.server(
+            cf.ThreadPoolExecutor(max_workers=max(16, 2 * len(self.roster.names) + 4), thread_name_prefix="rpc"),
+            interceptors=[AuthInterceptor(self.authenticator, on_refused=self._refused_connection)],
+            options=server_options(
+                max_message_bytes=self.settings.max_message_bytes, keepalive_seconds=self.settings.keepalive
+            ),
+        )
+        pb_grpc.add_PeerServicer_to_server(  # type: ignore[no-untyped-call]
+            PeerService(self, verifier=self.verifier, authenticator=self.authenticator), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        try:
+            from grpc_reflection.v1alpha import reflection
+
+            names = (
+                pb.DESCRIPTOR.services_by_name["Peer"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            )
+            reflection.enable_server_reflection(names, server)
+        except ImportError:  # pragma: no cover - reflection is optional
+            pass
+        port = server.add_secure_port(self._listen, server_credentials(tls_material(self.kit)))
+        if port == 0:
+            raise ConfigurationError(f"cannot listen on {self._listen} (in use, or not an address of this machine)")
+        server.start()
+        self._server = server
+        self.port = port
+        self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        self._health.set("fedswarm.v1.Peer", health_pb2.HealthCheckResponse.SERVING)
+        self.network.start()
+        self.worker.start()
+        threading.Thread(target=self._watch_kit, name="kit-watch", daemon=True).start()
+        log.info(
+            "%s serving on %s (federation %s, %s topology, round %d of %d)",
+            self.me, self._listen.rsplit(":", 1)[0] + f":{port}", self.kit.manifest.federation_id[:8], self.topology,
+            self._progress.round, self.spec.federation.rounds,
+        )  # fmt: skip
+        for observer in self.observers:
+            observer.on_start(self.leadership.run_start())
+        return port
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return (safe from a signal handler)."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def run(self) -> None:
+        """Take part in the federation until stopped (or finished, with ``exit_when_finished``)."""
+        try:
+            self.leadership.loop()
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        self.set_phase("stopping")
+        self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            self._server.stop(grace=5.0).wait(6.0)
+            self._server = None
+        self.worker.stop()
+        self.network.close()
+        self.world.runtime.state_store.close()
+        for observer in self.observers:
+            observer.close()
+        log.info("%s stopped after round %d", self.me, self._progress.round)
+
+    def _kit_stamp(self) -> tuple[float, ...]:
+        files = ("manifest.sig", "crl.pem")
+        return tuple((self.kit_dir / f).stat().st_mtime if (self.kit_dir / f).exists() else 0.0 for f in files)
+
+    def _watch_kit(self) -> None:
+        """Reload the kit's manifest and CRL when they change (a member added or revoked)."""
+        stamp = self._kit_stamp()
+        while not self._stop.wait(1.0):
+            now = self._kit_stamp()
+            if now == stamp:
+                continue
+            stamp = now
+            try:
+                kit = load_kit(self.kit_dir)
+            except FedswarmError as exc:
+                log.error("kit changed but does not verify, keeping the previous one: %s", exc)
+                continue
+            trust = trust_from_kit(kit)
+            self.kit = kit
+            self.authenticator.update(trust)
+            self.roster = Roster.build(kit.manifest, self.spec)
+            self.network.set_addresses(trust.addresses)
+            log.info(
+                "kit reloaded: manifest version %d, CRL %d, %d members",
+                trust.version,
+                trust.crl.number,
+                len(trust.fingerprints),
+            )
+
+    @property
+    def stopping(self) -> threading.Event:
+        return self._stop
+
+    # state ----------------------------------------------------------------------------------------
+    @property
+    def progress(self) -> Progress:
+        with self._cond:
+            return self._progress
+
+    @property
+    def round_started(self) -> float:
+        with self._cond:
+            return self._round_started
+
+    @property
+    def finished(self) -> bool:
+        return self.progress.round >= self.spec.federation.rounds
+
+    def set_phase(self, phase: Phase) -> None:
+        assert phase in PHASES
+        with self._cond:
+            self._phase = phase
+
+    def set_error(self, message: str) -> None:
+        with self._cond:
+            self._last_error = message
+
+    def _worker_phase(self, phase: str) -> None:
+        if phase == "idle":
+            self.set_phase("finished" if self.finished else "idle")
+        elif phase in PHASES:
+            self.set_phase(phase)  # type: ignore[arg-type]
+
+    def wait_commit(self, rnd: int, timeout: float) -> bool:
+        """Wait until round ``rnd`` is committed (``True``) or ``timeout`` passes or the node stops."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while self._progress.round < rnd and not self._stop.is_set():
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.5))
+            return self._progress.round >= rnd
+
+    def apply_commit(self, envelope: pb.Envelope, body: pb.Commit, *, leader: str) -> None:
+        """Persist a verified commit whose blobs are stored, and wake whoever waits for it."""
+        rnd = int(envelope.round)
+        progress = Progress(
+            job=self.job,
+            round=rnd,
+            model_digest=body.model_digest,
+            state_digest=body.state_digest,
+            leader=leader,
+            commit=envelope.SerializeToString().hex(),
+        )
+        with self._cond:
+            if rnd <= self._progress.round:
+                return
+            self.store.save_progress(progress)
+            if body.record_json:
+                self.store.append_history(json.loads(body.record_json))
+            self._progress = progress
+            self._round_started = time.monotonic()
+            self._cond.notify_all()
+        self.store.prune({body.model_digest, body.state_digest, body.previous_digest})
+        log.info("round %d committed by %s: model %s", rnd, leader, body.model_digest[:16])
+        if self.finished:
+            self.set_phase("finished")
+
+    def fetch_blob(self, peer: str, digest: str, size: int, rnd: int) -> None:
+        """Make sure blob ``digest`` is stored, fetching it from ``peer``."""
+        if self.store.has(digest):
+            return
+        envelope = self.network.seal(pb.FetchRequest(digest=digest), round=rnd)
+        data = self.network.client(peer).fetch(
+            envelope,
+            digest=digest,
+            limit=min(size, self.settings.max_model_bytes),
+            timeout=max(60.0, self.settings.rpc_timeout),
+        )
+        self.store.put(data, digest=digest)
+
+    # PeerHandler ----------------------------------------------------------------------------------
+    def round_check(self, kind: str) -> RoundCheck | None:
+        if kind in ("assign", "commit"):
+            return self._check_next_round
+        if kind == "evaluation":  # updates: the size limit is checked first, then the open round
+            return self._check_open_round
+        return None
+
+    def _check_next_round(self, rnd: int) -> str | None:
+        current = self.progress.round
+        if rnd == current + 1:
+            return None
+        if rnd > current + 1:
+            self._catchup_wanted.set()
+            return f"round {rnd} is ahead of this node, which committed round {current} (catching up)"
+        return f"round {rnd} is already committed here (this node is at round {current})"
+
+    def _check_open_round(self, rnd: int) -> str | None:
+        slot = self.driver.mailbox.slot
+        if slot is None:
+            return f"round {rnd}: this node is not coordinating a round now"
+        if slot.round != rnd:
+            return f"this node is coordinating round {slot.round}, not {rnd}"
+        return None
+
+    def on_assign(self, message: Verified, body: pb.Assign) -> str:
+        self.network.mark(message.sender, ok=True)
+        if body.spec_digest != self.job:
+            raise MessageRefused(
+                "unexpected",
+                f"{message.sender} runs another job (spec digest {body.spec_digest[:16]}, this node's is {self.job[:16]})",
+            )
+        problem = self.leadership.leader_problem(message.round, message.sender)
+        if problem is not None:
+            raise MessageRefused("unexpected", problem)
+        if body.work == pb.WORK_FIT:
+            job = Job(
+                "fit", message.round, int(body.attempt), message.sender, body.model_digest, int(body.model_size),
+                config_from_wire(body.config), body.deadline_ms / 1000.0,
+            )  # fmt: skip
+        elif body.work == pb.WORK_EVALUATE:
+            job = Job(
+                "evaluate", message.round, int(body.attempt), message.sender, body.model_digest, int(body.model_size),
+                None, body.deadline_ms / 1000.0,
+            )  # fmt: skip
+        else:
+            raise MessageRefused("malformed", f"assignment from {message.sender} has no work")
+        self.worker.enqueue(job)
+        return "queued"
+
+    def update_limit(self, message: Verified, header: pb.UpdateHeader) -> int:
+        limit = self.settings.max_model_bytes
+        if header.update_size > limit:
+            raise MessageRefused(
+                "oversized",
+                f"update from {message.sender} for round {message.round}: {header.update_size:,} bytes announced, "
+                f"network.max_model_bytes is {limit:,}",
+            )
+        problem = self._check_open_round(message.round)
+        if problem is not None:
+            raise MessageRefused("wrong-round", f"update from {message.sender}: {problem}")
+        self.driver.update_slot(message.sender, message.round, header)
+        return limit
+
+    def on_update(self, message: Verified, header: pb.UpdateHeader, data: bytearray | None) -> str:
+        self.network.mark(message.sender, ok=True)
+        return self.driver.accept_update(message.sender, message.round, header, data)
+
+    def on_evaluation(self, message: Verified, body: pb.EvaluationReport) -> str:
+        self.network.mark(message.sender, ok=True)
+        return self.driver.accept_evaluation(message.sender, message.round, body)
+
+    def on_commit(self, message: Verified, body: pb.Commit) -> str:
+        sender, rnd = message.sender, message.round
+        self.network.mark(sender, ok=True)
+        progress = self.progress
+        if body.previous_digest != progress.model_digest:
+            self._catchup_wanted.set()
+            raise MessageRefused(
+                "unexpected",
+                f"commit of round {rnd} by {sender} builds on model {body.previous_digest[:16]}, but this node's "
+                f"round {progress.round} model is {progress.model_digest[:16]}",
+            )
+        problem = self.leadership.leader_problem(rnd, sender)
+        if problem is not None:
+            raise MessageRefused("unexpected", problem)
+        inputs = [DeclaredInput(i.member, i.update_digest, i.accepted, i.reason) for i in body.inputs]
+        refusal = check_own_input(self.me, self.worker.sent_digest(rnd, sender), inputs)
+        if refusal is not None:
+            log.error("refusing the aggregate of round %d from %s: %s", rnd, sender, refusal)
+            raise MessageRefused("unexpected", f"{self.me} refuses the aggregate of round {rnd}: {refusal}")
+        try:
+            self.fetch_blob(sender, body.model_digest, int(body.model_size), rnd)
+            self.fetch_blob(sender, body.state_digest, int(body.state_size), rnd)
+        except (PeerError, FedswarmError) as exc:
+            raise MessageRefused(
+                "unexpected", f"commit of round {rnd}: cannot fetch its blobs from {sender}: {exc}"
+            ) from None
+        self.apply_commit(message.envelope, body, leader=sender)
+        return f"round {rnd} committed"
+
+    def open_blob(self, digest: str) -> tuple[int, Iterator[bytes]] | None:
+        try:
+            if not self.store.has(digest):
+                return None
+            return self.store.size(digest), self.store.chunks(digest, chunk_bytes=self.settings.chunk_bytes)
+        except FedswarmError:
+            return None
+
+    def on_status(self, message: Verified, body: pb.StatusRequest) -> pb.NodeStatus:
+        self.network.mark(message.sender, ok=True)
+        return self.status()
+
+    def status(self) -> pb.NodeStatus:
+        with self._cond:
+            progress, phase, error = self._progress, self._phase, self._last_error
+            refused = dict(self._refused)
+        out = pb.NodeStatus(
+            member=self.me,
+            federation_id=self.kit.manifest.federation_id,
+            topology=self.topology,
+            phase=phase,
+            round=progress.round,
+            rounds=self.spec.federation.rounds,
+            model_digest=progress.model_digest,
+            finished=progress.round >= self.spec.federation.rounds,
+            peers=self.network.peer_states(),
+            refused=refused,
+            spec_digest=self.job,
+            started_ms=self._started_ms,
+            last_error=error,
+        )
+        if progress.commit:
+            out.last_commit.ParseFromString(bytes.fromhex(progress.commit))
+        return out
+
+    def on_refused(self, method: str, peer: str | None, refusal: MessageRefused) -> None:
+        with self._cond:
+            self._refused[refusal.reason] += 1
+        log.warning("refused %s from %s: %s", method, peer or "unauthenticated peer", refusal)
+
+    def _refused_connection(self, method: str, refusal: MessageRefused) -> None:
+        with self._cond:
+            self._refused[refusal.reason] += 1
+        log.warning("refused %s call at the TLS check: %s", method.rsplit("/", 1)[-1], refusal)
+
+    # catch-up -------------------------------------------------------------------------------------
+    def catch_up(self) -> bool:
+        """Adopt the latest commit any reachable peer holds, if it is ahead of ours. ``True`` if adopted."""
+        self._catchup_wanted.clear()
+        progress = self.progress
+        peers = [n for n in sorted(self.roster.current) if n != self.me]
+        request = pb.StatusRequest(round=progress.round)
+        futures = {}
+        with cf.ThreadPoolExecutor(max_workers=min(8, max(1, len(peers)))) as pool:
+            for name in peers:
+                futures[name] = pool.submit(self._peer_status, name, request)
+            statuses = {n: f.result() for n, f in futures.items()}
+        best: tuple[int, str, pb.Envelope] | None = None
+        for name, status in statuses.items():
+            if status is None or not status.HasField("last_commit") or status.round <= progress.round:
+                continue
+            if best is None or status.round > best[0]:
+                best = (int(status.round), name, status.last_commit)
+        if best is None:
+            return False
+        rnd, holder, envelope = best
+        try:
+            verified = self.verifier.verify_record(envelope)
+            body = open_body(envelope, pb.Commit)
+            self.set_phase("catching-up")
+            self.fetch_blob(holder, body.model_digest, int(body.model_size), rnd)
+            self.fetch_blob(holder, body.state_digest, int(body.state_size), rnd)
+        except (MessageRefused, PeerError, FedswarmError) as exc:
+            log.warning("catch-up from %s failed: %s", holder, exc)
+            return False
+        self.apply_commit(envelope, body, leader=verified.sender)
+        log.info("caught up to round %d from %s (led by %s)", rnd, holder, verified.sender)
+        self.set_phase("finished" if self.finished else "idle")
+        return True
+
+    def _peer_status(self, name: str, request: pb.StatusRequest) -> pb.NodeStatus | None:
+        try:
+            status = self.network.client(name).status(
+                self.network.seal(request, round=0), timeout=min(3.0, self.settings.rpc_timeout)
+            )
+        except PeerError as exc:
+            if exc.unreachable:
+                self.network.mark(name, ok=False, error=exc.detail)
+            return None
+        self.network.mark(name, ok=True)
+        return status
+
+    @property
+    def catchup_wanted(self) -> threading.Event:
+        return self._catchup_wanted
+
+    def model(self) -> Parameters:
+        """The last committed global model."""
+        return tensors.decode(self.store.blob_path(self.progress.model_digest).read_bytes())
+
+    def peers_in_order(self, rnd: int) -> list[str]:
+        """Swarm leader order for round ``rnd`` over the current members."""
+        return leader_order(self.progress.model_digest, rnd, self.roster.current)

@@ -1,0 +1,270 @@
+"""Leading rounds and following leaders: the main loop of a node in star and swarm topologies.
+
+* star, aggregator: waits until the members are reachable (up to ``network.gather_timeout``), then leads
+  round after round; a round aborted below ``min_members`` is retried after ``probe_interval``.
+* star, member: follows the aggregator's commits; catches up from peers when it falls behind.
+* swarm: every member computes the round's leader order (:func:`fedswarm.node.leader.leader_order`);
+  the member whose turn it is leads; the others wait for the commit, probing the current leader, and
+  the next one takes over when it is unreachable or its time slot ran out.
+
+A leader delivers the round engine's exchanges (:class:`~fedswarm.node.roundloop.ExchangeDriver`),
+stores the new model and strategy state, and sends a signed commit to every member; members check it
+(previous model, leader's turn, their own update among the declared inputs) before adopting it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+import numpy as np
+
+from fedswarm.codec import canonical
+from fedswarm.codec import tensors as tensor_codec
+from fedswarm.core.errors import FedswarmError, RoundAborted
+from fedswarm.core.parameters import Parameters
+from fedswarm.node.leader import takeover_rank
+from fedswarm.node.records import outcome_record
+from fedswarm.node.roundloop import summarize_inputs
+from fedswarm.rounds.coordinator import Coordinator
+from fedswarm.rounds.observer import RunStart
+from fedswarm.spec.build import build_strategy
+from fedswarm.transport._generated.fedswarm.v1 import federation_pb2 as pb
+from fedswarm.transport.client import PeerError
+
+if TYPE_CHECKING:
+    from fedswarm.node.daemon import NodeDaemon
+
+__all__ = ["Leadership"]
+
+log = logging.getLogger("fedswarm.node")
+
+
+class Leadership:
+    """Decides when this node leads, leads, and checks other leaders' right to lead."""
+
+    def __init__(self, node: NodeDaemon) -> None:
+        self.node = node
+        spec = node.spec
+        world = node.world
+        self.strategy = build_strategy(spec)
+        holdout = world.holdout
+        task = world.task
+        self.coordinator = Coordinator(
+            self.strategy,
+            schema=world.schema,
+            population=node.roster.population,
+            central_evaluate=(lambda p: task.evaluate(p, holdout)) if holdout is not None else None,
+            evaluate_members=spec.evaluation.members,
+            member_name=node.roster.name_of,
+        )
+        s = spec.network
+        self.slot = s.round_timeout + s.evaluate_timeout + 2 * s.rpc_timeout + s.takeover_grace
+        self._attempt = 0
+        self._leading: int | None = None
+
+    def run_start(self) -> RunStart:
+        spec = self.node.spec
+        spec_dict = spec.to_dict()
+        initial = self.node.world.initial
+        return RunStart(
+            federation=spec.federation.name,
+            spec=spec_dict,
+            spec_digest=canonical.digest(spec_dict).hex(),
+            members=list(self.node.roster.names),
+            strategy=spec.strategy.name,
+            initial_model=initial,
+            initial_digest=tensor_codec.digest(initial),
+            seed=spec.federation.seed,
+        )
+
+    # who may lead ---------------------------------------------------------------------------------
+    def leader_problem(self, rnd: int, sender: str) -> str | None:
+        """Why ``sender`` may not lead round ``rnd`` now, or ``None``."""
+        node = self.node
+        if node.topology == "star":
+            aggregator = node.roster.aggregator
+            return None if sender == aggregator else f"{sender} is not the aggregator ({aggregator})"
+        if sender == node.me:
+            return None
+        order = node.peers_in_order(rnd)
+        if sender not in order:
+            return f"{sender} is not a current member"
+        k = order.index(sender)
+        if k == 0 or time.monotonic() - node.round_started >= (k - 0.5) * self.slot:
+            return None
+        ahead = [n for n in order[:k] if n != node.me]
+        if node.me in order[:k] and self._leading == rnd:
+            return f"{sender} ranks {k + 1} for round {rnd}, but this node ranks before it and is leading"
+        reachable = node.network.probe(ahead, timeout=1.0)
+        alive = [n for n in ahead if reachable.get(n)]
+        if alive:
+            return f"{sender} ranks {k + 1} for round {rnd}, but {alive[0]} ranks before it and is reachable"
+        return None
+
+    # main loops -----------------------------------------------------------------------------------
+    def loop(self) -> None:
+        node = self.node
+        if node.topology == "star" and node.me == node.roster.aggregator:
+            self._gather()
+            self._star_lead()
+        elif node.topology == "star":
+            node.catch_up()
+            self._follow()
+        else:
+            node.catch_up()
+            self._gather()
+            self._swarm()
+        self._finish()
+
+    def _finish(self) -> None:
+        node = self.node
+        if node.finished:
+            node.set_phase("finished")
+            log.info("%s: the job's %d rounds are committed", node.me, node.spec.federation.rounds)
+        if node.exit_when_finished and node.finished:
+            node.stopping.wait(2.0)
+            return
+        node.stopping.wait()
+
+    def _gather(self) -> None:
+        node = self.node
+        others = [n for n in sorted(node.roster.current) if n != node.me]
+        end = time.monotonic() + node.settings.gather_timeout
+        while others and not node.stopping.is_set():
+            health = node.network.probe(others, timeout=1.0)
+            missing = [n for n in others if not health.get(n)]
+            if not missing:
+                return
+            if time.monotonic() >= end:
+                log.warning("starting without %d unreachable member(s): %s", len(missing), ", ".join(missing[:5]))
+                return
+            node.stopping.wait(0.2)
+
+    def _star_lead(self) -> None:
+        node = self.node
+        while not node.stopping.is_set() and not node.finished:
+            if not self.lead(node.progress.round + 1):
+                node.stopping.wait(node.settings.probe_interval)
+
+    def _follow(self) -> None:
+        node = self.node
+        while not node.stopping.is_set() and not (node.finished and node.exit_when_finished):
+            rnd = node.progress.round + 1
+            if node.wait_commit(rnd, timeout=node.settings.probe_interval):
+                continue
+            behind = time.monotonic() - node.round_started > self.slot
+            if node.catchup_wanted.is_set() or (behind and not node.finished):
+                node.catch_up()
+
+    def _swarm(self) -> None:
+        node = self.node
+        led: dict[int, float] = {}
+        while not node.stopping.is_set() and not node.finished:
+            rnd = node.progress.round + 1
+            order = node.peers_in_order(rnd)
+            elapsed = time.monotonic() - node.round_started
+            unreachable = [n != node.me and not node.network.reachable(n) for n in order]
+            k = takeover_rank(elapsed, slot=self.slot, unreachable_before=unreachable) % len(order)
+            leader = order[k]
+            if leader == node.me and time.monotonic() - led.get(rnd, -1e9) > node.settings.probe_interval:
+                if k > 0:
+                    log.warning("round %d: taking over as leader (rank %d; %s did not deliver)", rnd, k + 1, order[0])
+                led[rnd] = time.monotonic()
+                if not self.lead(rnd):
+                    led[rnd] = time.monotonic()
+                continue
+            if node.wait_commit(rnd, timeout=node.settings.probe_interval):
+                continue
+            if leader != node.me:
+                node.network.probe([leader], timeout=1.0)
+            if node.catchup_wanted.is_set():
+                node.catch_up()
+
+    # leading a round ------------------------------------------------------------------------------
+    def lead(self, rnd: int) -> bool:
+        """Coordinate round ``rnd`` and commit it; ``False`` if it was aborted or overtaken."""
+        node = self.node
+        spec = node.spec
+        self._attempt += 1
+        self._leading = rnd
+        node.set_phase("leading")
+        try:
+            progress = node.progress
+            params = node.store.parameters(progress.model_digest)
+            self.strategy.load_state_dict(dict(node.store.parameters(progress.state_digest)))
+            candidates = np.asarray(
+                [m for m in node.roster.current_ids() if node.network.reachable(node.roster.name_of(m))], dtype=np.int64
+            )
+            is_last = rnd == spec.federation.rounds
+            gen = self.coordinator.run_round(
+                rnd,
+                params,
+                candidates=candidates,
+                evaluate=(rnd % spec.evaluation.every == 0) or is_last,
+                evaluate_all=is_last,
+            )
+            outcome, digests = node.driver.drive(gen, attempt=self._attempt)
+        except RoundAborted as exc:
+            log.warning("round %d aborted: %s", rnd, exc)
+            node.set_error(str(exc))
+            return False
+        except FedswarmError as exc:
+            log.error("round %d failed: %s", rnd, exc)
+            node.set_error(str(exc))
+            return False
+        finally:
+            self._leading = None
+            node.set_phase("idle")
+        if node.progress.round >= rnd:
+            log.warning("round %d: committed by another leader meanwhile; dropping this attempt", rnd)
+            return False
+        store = node.store
+        model_digest, model_size = store.put_parameters(outcome.parameters)
+        state_digest, state_size = store.put_parameters(Parameters(self.strategy.state_dict()))
+        record = outcome_record(outcome, leader=node.me, model_digest=model_digest)
+        body = pb.Commit(
+            attempt=self._attempt,
+            previous_digest=progress.model_digest,
+            model_digest=model_digest,
+            model_size=model_size,
+            state_digest=state_digest,
+            state_size=state_size,
+            inputs=summarize_inputs(outcome, digests, node.roster.name_of),
+            record_json=json.dumps(record, separators=(",", ":")),
+        )
+        envelope = node.network.seal(body, round=rnd)
+        node.apply_commit(envelope, body, leader=node.me)
+        self._broadcast(rnd, envelope, size=model_size + state_size)
+        for observer in node.observers:
+            observer.on_round(outcome, model=outcome.parameters, model_digest=model_digest)
+        if node.finished:
+            summary = {"federation": spec.federation.name, "rounds": rnd, "final_model_digest": model_digest}
+            for observer in node.observers:
+                observer.on_finish(summary)
+        return True
+
+    def _broadcast(self, rnd: int, envelope: pb.Envelope, *, size: int) -> None:
+        """Send the commit to every reachable member; the others catch up when they return."""
+        node = self.node
+        timeout = node.settings.rpc_timeout + size / 20e6  # members may fetch the blobs inside the call
+        calls = {}
+        for name in sorted(node.roster.current):
+            if name == node.me or not node.network.reachable(name):
+                continue
+            try:
+                calls[name] = node.network.client(name).commit_async(envelope, timeout=timeout)
+            except KeyError:
+                continue
+        for name, call in calls.items():
+            try:
+                call.result()
+                node.network.mark(name, ok=True)
+            except grpc.RpcError as exc:
+                error = PeerError.from_rpc(name, "Commit", exc)
+                if error.unreachable:
+                    node.network.mark(name, ok=False, error=error.detail)
+                log.warning("round %d: commit not taken by %s: %s", rnd, name, error)

@@ -1,0 +1,235 @@
+"""The member side of a round on a real node: fetch the model, train or evaluate, send the result.
+
+Work arrives as assignments (``Peer.Assign``) and runs on one worker thread, in order, so the gRPC
+server stays responsive while local training takes as long as it takes: the coordinator is not
+holding a call open, it waits for the update until its deadline. Models are fetched by digest from the
+coordinator unless already stored (the global model of a round is the model the previous round
+committed, which every member already holds).
+
+A fit result is kept until the next round: if the leader dies and the next one re-assigns the same
+round from the same model, the member sends the same update again instead of training twice (which
+would also advance stateful tasks' member state twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from fedswarm.core.errors import FedswarmError
+from fedswarm.core.parameters import Parameters
+from fedswarm.core.task import FitConfig
+from fedswarm.node.network import Network
+from fedswarm.node.persist import NodeStore
+from fedswarm.rounds.member import MemberRuntime
+from fedswarm.rounds.messages import Dropout, EvaluateRequest, FitReply, FitRequest
+from fedswarm.transport._generated.fedswarm.v1 import federation_pb2 as pb
+from fedswarm.transport.client import PeerError
+from fedswarm.transport.envelope import MessageRefused
+from fedswarm.transport.wire import encode_update, metrics_to_wire, sha256_hex
+
+__all__ = ["Job", "MemberWorker"]
+
+log = logging.getLogger("fedswarm.node")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One assignment: train from, or evaluate, the model ``model_digest`` for ``coordinator``."""
+
+    work: Literal["fit", "evaluate"]
+    round: int
+    attempt: int
+    coordinator: str
+    model_digest: str
+    model_size: int
+    config: FitConfig | None
+    deadline: float = 0.0  # time.time() after which the coordinator stops waiting
+
+
+@dataclass(frozen=True, slots=True)
+class _FitResult:
+    key: tuple[int, str, int]
+    header: pb.UpdateHeader
+    data: bytes | None
+
+
+class MemberWorker:
+    """Runs this member's assignments on a background thread."""
+
+    def __init__(
+        self,
+        *,
+        member: int,
+        runtime: MemberRuntime,
+        store: NodeStore,
+        network: Network,
+        on_phase: Callable[[str], None],
+    ) -> None:
+        self.member = member
+        self.runtime = runtime
+        self.store = store
+        self.network = network
+        self._on_phase = on_phase
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="member-worker", daemon=True)
+        self._last_fit: _FitResult | None = None
+        self._sent: dict[tuple[int, str], str] = {}
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, *, timeout: float = 5.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=timeout)
+
+    def enqueue(self, job: Job) -> None:
+        self._queue.put(job)
+
+    def sent_digest(self, rnd: int, leader: str) -> str | None:
+        """Digest of the update this member delivered to ``leader`` for round ``rnd`` (acknowledged)."""
+        with self._lock:
+            return self._sent.get((rnd, leader))
+
+    # ---------------------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            try:
+                self._on_phase("training" if job.work == "fit" else "evaluating")
+                if job.work == "fit":
+                    self._fit(job)
+                else:
+                    self._evaluate(job)
+            except Exception as exc:  # keep serving: the coordinator sees a dropout at its deadline
+                log.exception("round %d: %s for %s failed: %s", job.round, job.work, job.coordinator, exc)
+            finally:
+                self._on_phase("idle")
+
+    def _model(self, job: Job) -> Parameters:
+        if not self.store.has(job.model_digest):
+            envelope = self.network.seal(pb.FetchRequest(digest=job.model_digest), round=job.round)
+            data = self.network.client(job.coordinator).fetch(
+                envelope,
+                digest=job.model_digest,
+                limit=min(job.model_size, self.network.settings.max_model_bytes),
+                timeout=max(self.network.settings.rpc_timeout, 60.0),
+            )
+            self.store.put(data, digest=job.model_digest)
+        return self.store.parameters(job.model_digest)
+
+    def _fit(self, job: Job) -> None:
+        assert job.config is not None
+        key = (job.round, job.model_digest, job.config.seed)
+        cached = self._last_fit
+        if cached is None or cached.key != key:
+            cached = self._train(job, key)
+            self._last_fit = cached
+        header = pb.UpdateHeader()
+        header.CopyFrom(cached.header)
+        header.attempt = job.attempt
+        timeout = max(self.network.settings.rpc_timeout, 60.0 + (len(cached.data or b"") >> 20))
+
+        def send() -> None:
+            envelope = self.network.seal(header, round=job.round)
+            self.network.client(job.coordinator).submit_update(
+                envelope,
+                cached.data,
+                timeout=timeout,
+                chunk_bytes=self.network.settings.chunk_bytes,
+                wait_for_ready=False,
+            )
+
+        self._deliver(job, send)
+        if cached.data is not None:
+            with self._lock:
+                self._sent[(job.round, job.coordinator)] = header.update_digest
+                for old in [k for k in self._sent if k[0] < job.round - 2]:
+                    del self._sent[old]
+
+    def _train(self, job: Job, key: tuple[int, str, int]) -> _FitResult:
+        assert job.config is not None
+        try:
+            params = self._model(job)
+        except (FedswarmError, MessageRefused) as exc:
+            return _FitResult(
+                key, pb.UpdateHeader(base_digest=job.model_digest, dropout=f"cannot get model: {exc}"), None
+            )
+        reply = self.runtime.fit(self.member, FitRequest(params, job.config), params.flatten())
+        flush = getattr(self.runtime.state_store, "flush", None)
+        if flush is not None:
+            flush()
+        if not isinstance(reply, FitReply):
+            log.warning("round %d: this member drops out: %s", job.round, reply.reason)
+            return _FitResult(key, pb.UpdateHeader(base_digest=job.model_digest, dropout=reply.reason), None)
+        data = encode_update(reply.update)
+        header = pb.UpdateHeader(
+            base_digest=job.model_digest,
+            update_digest=sha256_hex(data),
+            update_size=len(data),
+            num_examples=reply.num_examples,
+            payload_bytes=reply.payload_bytes,
+            seconds=reply.seconds,
+            metrics=metrics_to_wire(reply.metrics),
+        )
+        return _FitResult(key, header, data)
+
+    def _evaluate(self, job: Job) -> None:
+        start = time.perf_counter()
+        try:
+            params = self._model(job)
+        except (FedswarmError, MessageRefused) as exc:
+            report = pb.EvaluationReport(model_digest=job.model_digest, dropout=f"cannot get model: {exc}")
+        else:
+            reply = self.runtime.evaluate(self.member, EvaluateRequest(job.round, params))
+            if isinstance(reply, Dropout):
+                report = pb.EvaluationReport(model_digest=job.model_digest, dropout=reply.reason)
+            else:
+                report = pb.EvaluationReport(
+                    model_digest=job.model_digest,
+                    num_examples=reply.num_examples,
+                    loss=reply.loss,
+                    metrics=metrics_to_wire(reply.metrics),
+                )
+        report.attempt = job.attempt
+        log.debug("round %d: evaluated in %.3f s", job.round, time.perf_counter() - start)
+
+        def send() -> None:
+            envelope = self.network.seal(report, round=job.round)
+            self.network.client(job.coordinator).submit_evaluation(
+                envelope, timeout=self.network.settings.rpc_timeout, wait_for_ready=False
+            )
+
+        self._deliver(job, send)
+
+    def _deliver(self, job: Job, send: Callable[[], None]) -> None:
+        """Call ``send`` until it succeeds, is refused, or the coordinator's deadline passed."""
+        while True:
+            try:
+                send()
+                return
+            except PeerError as exc:
+                if not exc.unreachable or time.time() + 0.5 > job.deadline:
+                    raise
+                if self._superseded(job):
+                    log.warning("round %d: %s unreachable and replaced by a new assignment", job.round, job.coordinator)
+                    return
+                log.info("round %d: %s unreachable, retrying: %s", job.round, job.coordinator, exc.detail)
+                time.sleep(0.5)
+
+    def _superseded(self, job: Job) -> bool:
+        """Whether a later assignment of the same work for the same or a later round is waiting."""
+        with self._queue.mutex:
+            waiting = list(self._queue.queue)
+        return any(
+            j is not None and j.round >= job.round and j.work == job.work and j.coordinator != job.coordinator
+            for j in waiting
+        )

@@ -1,0 +1,106 @@
+"""Helpers for the network integration tests: specs, local federations, waiting on rounds."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from fedswarm.node.provisioning import provision_from_spec
+from fedswarm.node.up import LocalFederation, free_ports
+from fedswarm.spec.schema import Spec, load_spec
+
+HERE = Path(__file__).resolve().parent
+
+SPEC = """
+[federation]
+name = "{name}"
+members = {members}
+rounds = {rounds}
+seed = 7
+topology = "{topology}"
+
+[data]
+dataset = "breast_cancer"
+partition = "iid"
+
+[task]
+name = "network_slow_task:make"
+path = "{here}"
+options = {{ slow_seconds = {slow} }}
+
+[strategy]
+name = "fedavg"
+min_members = 2
+
+[baselines]
+local_only = false
+centralized = false
+
+[ledger]
+enabled = false
+
+[network]
+round_timeout = {round_timeout}
+evaluate_timeout = 6
+rpc_timeout = 2
+takeover_grace = 1
+probe_interval = 0.3
+gather_timeout = 20
+max_model_bytes = {max_model_bytes}
+"""
+
+
+def write_spec(
+    tmp: Path,
+    *,
+    name: str = "net",
+    members: int = 3,
+    rounds: int = 3,
+    topology: str = "star",
+    slow: float = 0.0,
+    round_timeout: float = 8.0,
+    max_model_bytes: int = 1 << 20,
+) -> tuple[Path, Spec]:
+    text = SPEC.format(name=name, members=members, rounds=rounds, topology=topology, here=HERE, slow=slow,
+                       round_timeout=round_timeout, max_model_bytes=max_model_bytes)  # fmt: skip
+    path = tmp / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    spec, _ = load_spec(path)
+    return path, spec
+
+
+def federation(tmp: Path, spec: Spec) -> LocalFederation:
+    out = tmp / "up"
+    out.mkdir()
+    ports = free_ports(spec.federation.members)
+    provisioned = provision_from_spec(spec, out / "federation", ports=ports)
+    return LocalFederation(out_dir=out, kits=dict(provisioned.kits), logs=out / "logs")
+
+
+def wait_for(predicate: Any, *, timeout: float, what: str, fed: LocalFederation | None = None) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    logs = "" if fed is None else "\n".join(f"--- {n}\n{fed.log_tail(n, 30)}" for n in fed.kits)
+    raise AssertionError(f"timed out waiting for {what}\n{logs}")
+
+
+def all_done(fed: LocalFederation, rounds: int) -> bool:
+    return all(
+        r >= rounds
+        for n, r in fed.rounds_done().items()
+        if fed.processes.get(n) is None or fed.processes[n].poll() is None
+    )
+
+
+def history(fed: LocalFederation, name: str) -> list[dict[str, Any]]:
+    path = fed.state_dir(name) / "history.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def log_text(fed: LocalFederation, name: str) -> str:
+    return (fed.logs / f"{name}.log").read_text(errors="replace")
