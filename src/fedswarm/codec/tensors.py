@@ -107,7 +107,7 @@ def digest(parameters: Parameters) -> str:
     h.update(header)
     for name, arr in parameters.items():
         _st_dtype(arr, name)
-        h.update(memoryview(_canonical_array(arr)).cast("B"))
+        h.update(_canonical_array(arr).reshape(-1).view(np.uint8).data)
     return h.hexdigest()
 
 

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from fedswarm.core.errors import ConfigurationError
 from fedswarm.core.task import DataInfo
 from fedswarm.rounds.extension import RunExtension
+from fedswarm.spec.privacy_extension import build_privacy_extension
+from fedswarm.spec.robust_extension import build_robustness_extension
 from fedswarm.spec.schema import Spec
 
 __all__ = ["FACTORIES", "ExtensionFactory", "build_extensions"]
@@ -19,6 +21,8 @@ ExtensionFactory = Callable[[Spec, DataInfo, int], RunExtension | None]
 """``(spec, data info, number of members) -> extension or None when the spec does not ask for it``."""
 
 FACTORIES: list[ExtensionFactory] = []
+FACTORIES.append(build_privacy_extension)
+FACTORIES.append(build_robustness_extension)
 
 
 def build_extensions(spec: Spec, info: DataInfo, members: int) -> list[RunExtension]:
