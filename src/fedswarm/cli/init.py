@@ -40,8 +40,13 @@ name = "fedavg"
 fraction = 1.0
 min_members = 4
 
-[stages]
-clip = 5.0                      # bound every update's L2 norm (a safe default against outsized updates)
+# Norm bounding at the aggregator (a safe default against outsized or malicious updates): every update is
+# clipped to L2 norm 5 before averaging, whether or not its member ran its own [stages] clip. Stronger
+# rules (median, trimmed_mean, krum, fltrust ...) and when to pick them: docs/robustness.md. With secure
+# aggregation the aggregator cannot see updates: use rule "mean" and [stages] clip = 5.0 instead.
+[strategy.rule]
+name = "clipped_mean"
+options = {{ max_norm = 5.0 }}
 """
 
 TASK = '''\

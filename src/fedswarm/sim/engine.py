@@ -39,14 +39,15 @@ from fedswarm.sim.backends import Backend, make_backend
 from fedswarm.sim.baselines import BaselineResult, centralized_baseline, local_only_baseline
 from fedswarm.sim.world import World, build_world, member_name
 from fedswarm.spec.build import build_strategy
+from fedswarm.spec.extensions import resolve_collector
 from fedswarm.spec.schema import Spec
 
 __all__ = [
     "RoundCallback",
     "RunResult",
-    "pick_baseline_members",
     "build_summary",
     "drive",
+    "pick_baseline_members",
     "round_record",
     "run_simulation",
     "write_run_outputs",
@@ -148,7 +149,7 @@ def run_simulation(
     start_params = task.init_parameters(seed=spec.federation.seed)
     holdout = data.holdout
     server_stages = [st for ext in world.extensions for st in ext.server_stages()]
-    collectors = [c for ext in world.extensions if (c := ext.collector()) is not None]
+    collector = resolve_collector(world.extensions)
     coordinator = Coordinator(
         strategy,
         schema=world.schema,
@@ -157,7 +158,7 @@ def run_simulation(
         central_evaluate=(lambda p: task.evaluate(p, holdout)) if len(holdout) else None,
         evaluate_members=spec.evaluation.members,
         member_name=member_name,
-        collector=collectors[0] if collectors else None,
+        collector=collector,
     )
     engine_backend = make_backend(
         spec, world.runtime, state_dir=run_dir / "state" if write_outputs else None, name=backend

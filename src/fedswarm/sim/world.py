@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import fedswarm.sim.attacks  # noqa: F401  (registers the attack library: simulation only)
 from fedswarm.core.parameters import Schema
 from fedswarm.core.task import DataInfo, Task
 from fedswarm.data.datasets import ArrayDataset

@@ -6,16 +6,17 @@ order matters: client stages run in factory order, and at most one extension may
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from fedswarm.core.errors import ConfigurationError
 from fedswarm.core.task import DataInfo
+from fedswarm.rounds.collect import Collector
 from fedswarm.rounds.extension import RunExtension
 from fedswarm.spec.privacy_extension import build_privacy_extension
 from fedswarm.spec.robust_extension import build_robustness_extension
 from fedswarm.spec.schema import Spec
 
-__all__ = ["FACTORIES", "ExtensionFactory", "build_extensions"]
+__all__ = ["FACTORIES", "ExtensionFactory", "build_extensions", "resolve_collector"]
 
 ExtensionFactory = Callable[[Spec, DataInfo, int], RunExtension | None]
 """``(spec, data info, number of members) -> extension or None when the spec does not ask for it``."""
@@ -31,6 +32,20 @@ def build_extensions(spec: Spec, info: DataInfo, members: int) -> list[RunExtens
         ext = factory(spec, info, members)
         if ext is not None:
             out.append(ext)
-    if sum(1 for e in out if e.collector() is not None) > 1:
-        raise ConfigurationError("at most one extension may replace how updates are collected")
+    resolve_collector(out)
     return out
+
+
+def resolve_collector(extensions: Sequence[RunExtension]) -> Collector | None:
+    """The one collector of a run. A collector with a ``wrap`` method (group-wise robust aggregation) may
+    take another extension's collector (secure aggregation) as the way each of its groups is collected."""
+    collectors = [c for e in extensions if (c := e.collector()) is not None]
+    if len(collectors) <= 1:
+        return collectors[0] if collectors else None
+    wrappers = [c for c in collectors if hasattr(c, "wrap")]
+    inner = [c for c in collectors if not hasattr(c, "wrap")]
+    if len(collectors) == 2 and len(wrappers) == 1 and len(inner) == 1:
+        outer = wrappers[0]
+        outer.wrap(inner[0])
+        return outer
+    raise ConfigurationError("at most one extension may replace how updates are collected")

@@ -1,0 +1,386 @@
+"""Every simulated attack against every aggregation rule, on digits: final accuracy, backdoor success,
+detection, and what each rule costs.
+
+The job: scikit-learn's digits, 25 members (IID, and Dirichlet label skew alpha = 0.5), 20% of the rows
+held out centrally, softmax regression (numpy task), 2 local epochs of mini-batch SGD (batch 16, lr 0.1),
+FedAvg's server step, 20 rounds, every member in every round. Five members attack from round 1 (chosen by
+the seed). Rules (``[strategy.rule]``): mean, median, trimmed_mean (beta 0.2: trims 5 of 25), krum,
+multi_krum and bulyan (f = 5; n = 25 >= 4f + 3), geometric_median, fltrust (100 root examples),
+clipped_mean (max_norm 1.0) and centered_clipping (tau 0.5); honest update norms of this task are about
+0.2-1.0. Attacks (``[attack]`` defaults): label_flip, sign_flip, scaling (x25), gaussian (std 1), alie
+(Baruch et al.'s z), ipm (epsilon 5), backdoor (last 4 pixels on, target 0, half of the attacker's rows
+added poisoned), free_ride; ``none`` is the clean run. Every cell is the mean over ``--seeds`` seeds.
+
+Detection (on by default in every run) is summarized from the plain-mean runs: how many attackers and
+honest members the run summary flags. With ``--cost``, ``benchmarks/aggregation_cost.py`` is run at
+``--cost-members`` x ``--cost-params`` (default 100 x 1,000,000) and its per-rule seconds are reported
+beside the accuracy, with the per-round cost of detection at the same size.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/robustness.py             # full: 3 seeds, 20 rounds, both partitions, cost
+    .venv/bin/python benchmarks/robustness.py --quick     # 1 seed, 8 rounds, no cost (about a minute)
+
+Prints exactly one JSON line on stdout (progress on stderr) and writes ``benchmarks/results/robustness.json``
+(every run), ``robustness.md`` (the tables) and ``robustness.png`` (accuracy heatmaps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RULES: dict[str, dict[str, Any]] = {
+    "mean": {},
+    "median": {},
+    "trimmed_mean": {"beta": 0.2},
+    "krum": {"f": 5},
+    "multi_krum": {"f": 5},
+    "bulyan": {"f": 5},
+    "geometric_median": {},
+    "fltrust": {"root_size": 100},
+    "clipped_mean": {"max_norm": 1.0},
+    "centered_clipping": {"tau": 0.5},
+}
+ATTACKS = ["none", "label_flip", "sign_flip", "scaling", "gaussian", "alie", "ipm", "backdoor", "free_ride"]
+PARTITIONS = ["iid", "dirichlet"]
+MEMBERS, ATTACKERS = 25, 5
+COST_NAMES = {
+    "median": "median",
+    "trimmed_mean": "trimmed_mean",
+    "krum": "krum",
+    "multi_krum": "multi_krum",
+    "bulyan": "bulyan",
+    "geometric_median": "geometric_median",
+    "fltrust": "fltrust",
+    "clipped_mean": "clipped_mean",
+    "centered_clipping": "centered_clipping",
+}
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _spec(partition: str, attack: str, rule: str, seed: int, rounds: int) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "federation": {"name": "robustness", "members": MEMBERS, "rounds": rounds, "seed": seed},
+        "data": {"dataset": "digits", "partition": partition, "alpha": 0.5, "min_samples": 10},
+        "training": {"epochs": 2, "batch_size": 16, "learning_rate": 0.1},
+        "strategy": {"name": "fedavg", "min_members": 5, "rule": {"name": rule, "options": RULES[rule]}},
+        "baselines": {"local_only": False, "centralized": False},
+        "evaluation": {"members": "none"},
+        "ledger": {"enabled": False},
+    }
+    if attack != "none":
+        raw["attack"] = {"kind": attack, "members": ATTACKERS}
+    return raw
+
+
+def _run(job: tuple[str, str, str, int, int]) -> dict[str, Any]:
+    partition, attack, rule, seed, rounds = job
+    import fedswarm.sim.attacks  # noqa: F401  (registers the attack library in this worker)
+    from fedswarm.core.task import DataInfo
+    from fedswarm.sim.attacks import AttackReport, build_attack_part, choose_attackers
+    from fedswarm.sim.engine import run_simulation
+    from fedswarm.spec.schema import parse_spec
+
+    spec = parse_spec(_spec(partition, attack, rule, seed, rounds))
+    start = time.perf_counter()
+    res = run_simulation(spec, write_outputs=False)
+    seconds = time.perf_counter() - start
+    acc = [h.get("accuracy") for h in res.history]
+    out: dict[str, Any] = {
+        "partition": partition,
+        "attack": attack,
+        "rule": rule,
+        "seed": seed,
+        "accuracy": res.summary["final"]["accuracy"],
+        "accuracy_mean_over_rounds": float(np.mean([a for a in acc if a is not None])),
+        "accuracy_min": float(min(a for a in acc if a is not None)),
+        "seconds": round(seconds, 3),
+    }
+    if attack == "backdoor":
+        out["attack_success_rate"] = res.summary["attack"]["attack_success_rate"]
+    if attack == "none":  # the trigger on the clean model: the backdoor's baseline
+        probe = parse_spec(_spec(partition, "backdoor", rule, seed, rounds))
+        report = build_attack_part(probe, DataInfo(64, 10), MEMBERS).hook
+        assert isinstance(report, AttackReport)
+        out["attack_success_rate"] = report.attack_success_rate(res.final)
+    attackers = set()
+    if spec.attack is not None:
+        attackers = {f"member-{m:05d}" for m in choose_attackers(spec.attack, members=MEMBERS, seed=seed)}
+    flagged = set(res.summary.get("flagged", []))
+    out["flagged_attackers"] = len(flagged & attackers)
+    out["flagged_honest"] = len(flagged - attackers)
+    return out
+
+
+def _aggregate(runs: list[dict[str, Any]], key: str) -> dict[str, dict[str, dict[str, float]]]:
+    table: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for r in runs:
+        if r.get(key) is None:
+            continue
+        table.setdefault(r["partition"], {}).setdefault(r["attack"], {}).setdefault(r["rule"], []).append(r[key])
+    return {
+        p: {a: {k: float(np.mean(v)) for k, v in rules.items()} for a, rules in at.items()} for p, at in table.items()
+    }
+
+
+def _cost(members: int, params: int) -> dict[str, Any]:
+    script = Path(__file__).resolve().parent / "aggregation_cost.py"
+    cmd = [
+        sys.executable,
+        str(script),
+        "--members",
+        str(members),
+        "--params",
+        str(params),
+        "--repeats",
+        "1",
+        "--no-memory",
+    ]
+    print(f"running {' '.join(cmd[1:])}", file=sys.stderr)
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    cost: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    from fedswarm.rounds.robust.detection import anomaly_scores
+
+    updates = np.random.default_rng(0).standard_normal((members, params))
+    anomaly_scores(updates)
+    start = time.perf_counter()
+    anomaly_scores(updates)
+    cost["detection_seconds"] = round(time.perf_counter() - start, 4)
+    return cost
+
+
+def _markdown(
+    accuracy: dict[str, Any],
+    mean_acc: dict[str, Any],
+    asr: dict[str, Any],
+    detection: dict[str, Any],
+    goal: dict[str, Any],
+    cost: dict[str, Any] | None,
+    args: argparse.Namespace,
+) -> str:
+    rules = list(RULES)
+    lines = [
+        f"Digits, {MEMBERS} members of which {ATTACKERS} attack, {args.rounds} rounds, mean over {args.seeds} "
+        f"seed(s): final held-out accuracy (the clean run is the `none` row).",
+        "",
+    ]
+    for partition in PARTITIONS:
+        if partition not in accuracy:
+            continue
+        lines += [f"### {partition}" + (" (Dirichlet alpha = 0.5)" if partition == "dirichlet" else ""), ""]
+        lines.append("| attack | " + " | ".join(rules) + " |")
+        lines.append("|---" * (len(rules) + 1) + "|")
+        for attack in ATTACKS:
+            row = accuracy[partition].get(attack, {})
+            best = max(row.values()) if row else math.nan
+            cells = [
+                (f"**{row[r]:.3f}**" if row.get(r) == best else f"{row[r]:.3f}") if r in row else "-" for r in rules
+            ]
+            lines.append(f"| {attack} | " + " | ".join(cells) + " |")
+        lines += ["", "Mean accuracy over the rounds (how much the attack hurt on the way):", ""]
+        lines.append("| attack | " + " | ".join(rules) + " |")
+        lines.append("|---" * (len(rules) + 1) + "|")
+        for attack in ATTACKS:
+            row = mean_acc[partition].get(attack, {})
+            lines.append(f"| {attack} | " + " | ".join(f"{row[r]:.3f}" if r in row else "-" for r in rules) + " |")
+        lines += [
+            "",
+            "Backdoor attack success rate (triggered held-out digits of other classes classified as 0; "
+            "`none`: the same trigger on the clean model):",
+            "",
+        ]
+        lines.append("| run | " + " | ".join(rules) + " |")
+        lines.append("|---" * (len(rules) + 1) + "|")
+        for attack in ("none", "backdoor"):
+            row = asr.get(partition, {}).get(attack, {})
+            lines.append(f"| {attack} | " + " | ".join(f"{row[r]:.3f}" if r in row else "-" for r in rules) + " |")
+        lines += ["", "Goal: under every attack the best rule within 2 points of the clean run (plain mean):", ""]
+        lines.append("| attack | best rule | accuracy | clean | gap (points) | met |")
+        lines.append("|---|---|---|---|---|---|")
+        for attack, g in goal[partition].items():
+            lines.append(
+                f"| {attack} | {g['best_rule']} | {g['best']:.3f} | {g['clean']:.3f} | {g['gap_points']:+.1f} | "
+                f"{'yes' if g['met'] else '**no**'} |"
+            )
+        lines += [
+            "",
+            "Detection (plain-mean runs, summed over seeds): attackers / honest members flagged in the run summary:",
+            "",
+        ]
+        lines.append("| attack | attackers flagged | honest flagged |")
+        lines.append("|---|---|---|")
+        for attack, d in detection.get(partition, {}).items():
+            lines.append(f"| {attack} | {d['attackers']}/{d['possible']} | {d['honest']} |")
+        lines.append("")
+    if cost is not None:
+        lines += [
+            f"### Cost at {cost['members']} members x {cost['params']:,} parameters (aggregation_cost.py, 1 call)",
+            "",
+            "| rule | seconds per round | x numpy mean |",
+            "|---|---|---|",
+            f"| mean (numpy) | {cost['baseline_seconds']:.3f} | 1.0 |",
+        ]
+        for rule, name in COST_NAMES.items():
+            r = cost["rules"].get(name)
+            if r:
+                lines.append(f"| {rule} | {r['seconds']:.3f} | {r['ratio_to_mean']:.1f} |")
+        lines.append(
+            f"| detection (scores per round) | {cost['detection_seconds']:.3f} | "
+            f"{cost['detection_seconds'] / cost['baseline_seconds']:.1f} |"
+        )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _heatmap(accuracy: dict[str, Any], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = [p for p in PARTITIONS if p in accuracy]
+    fig, axes = plt.subplots(1, len(parts), figsize=(7.5 * len(parts), 5.2), squeeze=False)
+    rules = list(RULES)
+    for ax, partition in zip(axes[0], parts, strict=True):
+        grid = np.array([[accuracy[partition].get(a, {}).get(r, np.nan) for r in rules] for a in ATTACKS])
+        image = ax.imshow(grid, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(len(rules)), rules, rotation=45, ha="right")
+        ax.set_yticks(range(len(ATTACKS)), ATTACKS)
+        for i in range(len(ATTACKS)):
+            for j in range(len(rules)):
+                if np.isfinite(grid[i, j]):
+                    ax.text(
+                        j,
+                        i,
+                        f"{grid[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="black" if grid[i, j] > 0.6 else "white",
+                    )
+        ax.set_title(f"{partition}: final accuracy")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, 8 rounds, no cost measurement")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--partitions", nargs="*", default=PARTITIONS, choices=PARTITIONS)
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument(
+        "--cost",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run aggregation_cost.py at --cost-members x --cost-params",
+    )
+    parser.add_argument("--cost-members", type=int, default=100)
+    parser.add_argument("--cost-params", type=int, default=1_000_000)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.rounds, args.cost = 1, 8, False
+
+    jobs = [
+        (p, a, r, s, args.rounds) for p in args.partitions for a in ATTACKS for r in RULES for s in range(args.seeds)
+    ]
+    print(f"{len(jobs)} runs on {args.workers} worker(s)", file=sys.stderr)
+    start = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        for i, run in enumerate(pool.map(_run, jobs, chunksize=4), start=1):
+            runs.append(run)
+            if i % 20 == 0 or i == len(jobs):
+                print(f"  {i}/{len(jobs)} runs, {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    simulation_seconds = time.perf_counter() - start
+
+    accuracy = _aggregate(runs, "accuracy")
+    mean_acc = _aggregate(runs, "accuracy_mean_over_rounds")
+    asr = _aggregate(runs, "attack_success_rate")
+    goal: dict[str, dict[str, Any]] = {}
+    for partition, attacks in accuracy.items():
+        clean = attacks["none"]["mean"]
+        goal[partition] = {}
+        for attack in ATTACKS[1:]:
+            row = attacks[attack]
+            best_rule = max(row, key=lambda r: row[r])
+            gap = 100.0 * (row[best_rule] - clean)
+            goal[partition][attack] = {
+                "best_rule": best_rule,
+                "best": row[best_rule],
+                "clean": clean,
+                "gap_points": round(gap, 2),
+                "met": gap >= -2.0,
+                "mean": row["mean"],
+            }
+    detection: dict[str, dict[str, dict[str, int]]] = {}
+    for r in runs:
+        if r["rule"] != "mean":
+            continue
+        d = detection.setdefault(r["partition"], {}).setdefault(
+            r["attack"], {"attackers": 0, "honest": 0, "possible": 0}
+        )
+        d["attackers"] += r["flagged_attackers"]
+        d["honest"] += r["flagged_honest"]
+        d["possible"] += ATTACKERS if r["attack"] != "none" else 0
+    cost = _cost(args.cost_members, args.cost_params) if args.cost else None
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "robustness.json").write_text(
+        json.dumps({"settings": vars(args) | {"out": str(args.out)}, "runs": runs, "cost": cost}, indent=1)
+    )
+    (args.out / "robustness.md").write_text(_markdown(accuracy, mean_acc, asr, detection, goal, cost, args))
+    _heatmap(
+        accuracy,
+        args.out / "robustness.png",
+        f"digits, {MEMBERS} members, {ATTACKERS} attackers, {args.rounds} rounds, {args.seeds} seed(s)",
+    )
+    summary = {
+        "benchmark": "robustness",
+        "members": MEMBERS,
+        "attackers": ATTACKERS,
+        "rounds": args.rounds,
+        "seeds": args.seeds,
+        "runs": len(runs),
+        "simulation_seconds": round(simulation_seconds, 1),
+        "accuracy": accuracy,
+        "attack_success_rate": {p: v.get("backdoor", {}) for p, v in asr.items()},
+        "goal": {
+            p: {a: {"best_rule": g["best_rule"], "gap_points": g["gap_points"], "met": g["met"]} for a, g in v.items()}
+            for p, v in goal.items()
+        },
+        "goal_met": all(g["met"] for v in goal.values() for g in v.values()),
+        "detection": detection,
+        "cost_seconds": None
+        if cost is None
+        else {
+            "mean": cost["baseline_seconds"],
+            "detection": cost["detection_seconds"],
+            **{rule: cost["rules"][name]["seconds"] for rule, name in COST_NAMES.items() if name in cost["rules"]},
+        },
+        "outputs": [str(args.out / n) for n in ("robustness.json", "robustness.md", "robustness.png")],
+    }
+    print(json.dumps(summary, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,294 @@
+"""``fedswarm ledger revert PATH --exclude MEMBER [--from-round R] --out DIR``.
+
+Recomputes a run's model history without one member's updates from the updates its ledger retained
+(:mod:`fedswarm.ledger.revert`), after checking that replaying the unchanged inputs reproduces every
+recorded model. PATH is the run directory (its ``spec.toml`` says how rounds were aggregated; its digest
+must match the ledger's ``federation_created``).
+
+DIR receives ``models/round-NNNN.safetensors`` and ``models/final.safetensors``, a ledger of its own
+(``DIR/ledger``: the recomputed rounds with their inputs and the excluded member listed as dropped, with
+simulation keys, so ``fedswarm ledger verify`` and ``lineage`` work on it), and ``revert.json``: the
+source ledger (folder, size, root), the excluded member, and per round the held-out metrics of the
+original and the recomputed model. The command prints the change of the final metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from fedswarm.cli.common import err_console, guarded
+from fedswarm.codec.canonical import digest as canonical_digest
+from fedswarm.codec.tensors import digest as tensor_digest
+from fedswarm.codec.tensors import save as save_parameters
+from fedswarm.core.data import Arrays
+from fedswarm.core.errors import ConfigurationError
+from fedswarm.core.parameters import Parameters
+from fedswarm.core.task import DataInfo, EvalResult, Task
+from fedswarm.ledger.audit import AuditLog, load_audit
+from fedswarm.ledger.recorder import LedgerRecorder
+from fedswarm.ledger.revert import RevertError, RoundInputs, check_replay, load_round_inputs, replay
+from fedswarm.ledger.store import LedgerStore, find_ledger
+from fedswarm.ledger.verify import verify_ledger
+from fedswarm.rounds.coordinator import RoundOutcome
+from fedswarm.rounds.observer import RunStart
+from fedswarm.rounds.robust.rules import FLTrustRule
+from fedswarm.rounds.robust.server_update import RootTrainer, publish_server_update
+from fedswarm.spec.build import build_data, build_strategy, build_task, load_data
+from fedswarm.spec.robust_extension import root_data
+from fedswarm.spec.schema import Spec, load_spec
+from fedswarm.strategy.base import LocalTraining, Strategy
+
+__all__ = ["revert", "revert_run"]
+
+Vector = np.ndarray[Any, np.dtype[np.float64]]
+
+
+def _spec_for(ledger: Path, log: AuditLog) -> Spec:
+    path = ledger.parent / "spec.toml"
+    if not path.is_file():
+        raise RevertError(
+            f"{path} not found: revert needs the run directory (its spec.toml says how rounds were aggregated)"
+        )
+    spec, _raw = load_spec(path)
+    if canonical_digest(spec.to_dict()).hex() != log.created.spec_digest:
+        raise RevertError(f"{path} does not match the spec digest on the ledger ({log.created.spec_digest[:16]}...)")
+    return spec
+
+
+def _refuse_hidden(spec: Spec) -> None:
+    secure = spec.privacy.secure_aggregation
+    if secure != "none":
+        raise RevertError(
+            f"the run used privacy.secure_aggregation = {secure!r}: the aggregator only ever held sums of "
+            "updates, so a member's part cannot be taken out"
+        )
+    if spec.robustness.groupwise.groups > 0:
+        raise RevertError(
+            "the run aggregated group sums (robustness.groupwise): individual updates were never used, so a "
+            "member's part cannot be taken out of its group's sum"
+        )
+    if not spec.ledger.retain_updates:
+        raise RevertError(
+            "the run did not retain updates (ledger.retain_updates = false): only their digests are on the "
+            "ledger, so the rounds cannot be recomputed"
+        )
+
+
+def _aggregator(spec: Spec, task: Task, strategy: Strategy, schema_of: Parameters) -> Any:
+    trainer: RootTrainer | None = None
+    if isinstance(strategy.rule, FLTrustRule):
+        t = spec.training
+        trainer = RootTrainer(
+            task,
+            root_data(spec, strategy.rule.root_size),
+            training=LocalTraining(epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate),
+            seed=spec.federation.seed,
+        )
+    schema = schema_of.schema
+
+    def aggregate(rnd: int, x: Vector, updates: np.ndarray[Any, Any], weights: Vector) -> Vector:
+        if trainer is not None:
+            publish_server_update(trainer.server_update(rnd, Parameters.unflatten(x, schema)))
+        return strategy.aggregate(rnd, x, updates, weights)
+
+    return aggregate
+
+
+def _metrics(result: EvalResult | None) -> dict[str, float | None]:
+    if result is None:
+        return {}
+    out: dict[str, float | None] = {"loss": result.loss, **dict(result.metrics)}
+    return {k: (float(v) if v is not None and math.isfinite(v) else None) for k, v in out.items()}
+
+
+def _write_ledger(
+    out: Path,
+    *,
+    spec: Spec,
+    log: AuditLog,
+    source: dict[str, Any],
+    initial: Parameters,
+    rounds: list[RoundInputs],
+    models: list[Parameters],
+    evals: list[EvalResult | None],
+    exclude: str,
+    from_round: int,
+) -> None:
+    names = sorted({m for r in rounds for m in r.members})
+    index = {name: i for i, name in enumerate(names)}
+    recorder = LedgerRecorder(out / "ledger", spec=spec.ledger, schema=initial.schema, member_name=lambda i: names[i])
+    identity = {"revert": {**source, "exclude": exclude, "from_round": from_round}, "spec": spec.to_dict()}
+    recorder.on_start(
+        RunStart(
+            federation=f"{log.federation}-without-{exclude}"[:120],
+            spec=identity,
+            spec_digest=canonical_digest(identity).hex(),
+            members=names,
+            strategy=spec.strategy.name,
+            initial_model=initial,
+            initial_digest=tensor_digest(initial),
+            seed=spec.federation.seed,
+        )
+    )
+    try:
+        for inputs, model, evaluation in zip(rounds, models, evals, strict=True):
+            dropped = inputs.round >= from_round and exclude in inputs.members
+            keep = [i for i, m in enumerate(inputs.members) if not (dropped and m == exclude)]
+            ids = [index[inputs.members[i]] for i in keep]
+            selected = np.asarray(sorted([index[m] for m in inputs.members]), dtype=np.int64)
+            outcome = RoundOutcome(
+                round=inputs.round,
+                selected=selected,
+                accepted=ids,
+                dropouts={index[exclude]: f"{exclude}: excluded by revert"} if dropped else {},
+                rejected={},
+                parameters=model,
+                updates=inputs.updates[keep],
+                weights=inputs.weights[keep],
+                train_metrics={},
+                bytes_up=0,
+                bytes_down=0,
+                central=evaluation,
+                members_eval=None,
+                seconds=0.0,
+            )
+            recorder.on_round(outcome, model=model, model_digest=tensor_digest(model))
+        recorder.on_finish({})
+    finally:
+        recorder.close()
+
+
+def revert_run(path: Path, *, exclude: str, from_round: int, out: Path, verify: bool = True) -> dict[str, Any]:
+    """Recompute the run at ``path`` without ``exclude`` from ``from_round`` on; write it to ``out``.
+
+    Returns the report written to ``out/revert.json``.
+
+    Raises
+    ------
+    RevertError
+        The spec is missing or does not match, the member never contributed, updates were not retained
+        or were secure-aggregated, or the recorded history cannot be reproduced.
+    """
+    if verify:
+        verify_ledger(path)
+    ledger = find_ledger(path)
+    log = load_audit(ledger)
+    spec = _spec_for(ledger, log)
+    _refuse_hidden(spec)
+    contributed = [n for n, r in log.rounds.items() if r.aggregate and exclude in r.aggregate.contributors]
+    if not any(n >= from_round for n in contributed):
+        raise RevertError(
+            f"{exclude} contributed no update from round {from_round} on (rounds: {contributed or 'none'})"
+        )
+    if out.exists() and any(out.iterdir()):
+        raise ConfigurationError(f"--out {out} exists and is not empty; choose a new folder")
+
+    dataset = load_data(spec)
+    data = build_data(spec, dataset)
+    info = DataInfo(data.num_features, data.num_classes, tuple(dataset.feature_names))
+    task = build_task(spec, info)
+    initial = log.objects.get_parameters(log.created.initial_model)
+    rounds = load_round_inputs(log, schema=initial.schema)
+
+    original = replay(initial, rounds, aggregate=_aggregator(spec, task, build_strategy(spec), initial))
+    check_replay(rounds, original)
+    reverted = replay(
+        initial,
+        rounds,
+        aggregate=_aggregator(spec, task, build_strategy(spec), initial),
+        exclude=exclude,
+        from_round=from_round,
+        min_members=spec.strategy.min_members,
+    )
+
+    holdout: Arrays = data.holdout
+    evals_before: list[EvalResult | None] = []
+    evals_after: list[EvalResult | None] = []
+    per_round: list[dict[str, Any]] = []
+    for inputs, before, after in zip(rounds, original, reverted, strict=True):
+        eb = task.evaluate(before, holdout) if len(holdout) else None
+        ea = task.evaluate(after, holdout) if len(holdout) else None
+        evals_before.append(eb)
+        evals_after.append(ea)
+        per_round.append(
+            {
+                "round": inputs.round,
+                "excluded": inputs.round >= from_round and exclude in inputs.members,
+                "model": inputs.model,
+                "reverted_model": tensor_digest(after),
+                "original": _metrics(eb),
+                "reverted": _metrics(ea),
+            }
+        )
+
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    for inputs, model in zip(rounds, reverted, strict=True):
+        save_parameters(model, out / "models" / f"round-{inputs.round:04d}.safetensors")
+    final_digest = save_parameters(reverted[-1], out / "models" / "final.safetensors")
+    (out / "spec.toml").write_text((ledger.parent / "spec.toml").read_text(encoding="utf-8"), encoding="utf-8")
+
+    with LedgerStore(ledger, readonly=True) as store:
+        source = {"ledger": str(ledger), "federation": store.federation, "size": store.size, "root": store.root().hex()}
+    _write_ledger(
+        out,
+        spec=spec,
+        log=log,
+        source=source,
+        initial=initial,
+        rounds=rounds,
+        models=reverted,
+        evals=evals_after,
+        exclude=exclude,
+        from_round=from_round,
+    )
+    final_before, final_after = _metrics(evals_before[-1]), _metrics(evals_after[-1])
+    change = {
+        k: (final_after[k] - v) if v is not None and final_after.get(k) is not None else None  # type: ignore[operator]
+        for k, v in final_before.items()
+    }
+    report: dict[str, Any] = {
+        "source": source,
+        "exclude": exclude,
+        "from_round": from_round,
+        "rounds_changed": sum(1 for r in per_round if r["excluded"]),
+        "final": {"original": final_before, "reverted": final_after, "change": change},
+        "final_model": str(out / "models" / "final.safetensors"),
+        "final_model_digest": final_digest,
+        "original_final_model_digest": rounds[-1].model,
+        "ledger": str(out / "ledger"),
+        "rounds": per_round,
+    }
+    (out / "revert.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return report
+
+
+def revert(
+    path: Annotated[Path, typer.Argument(help="run directory (with spec.toml and ledger/)", show_default=False)],
+    exclude: Annotated[str, typer.Option("--exclude", help="member whose updates to take out (e.g. member-00003)")],
+    out: Annotated[Path, typer.Option("--out", help="folder for the recomputed models and their ledger")],
+    from_round: Annotated[int, typer.Option("--from-round", min=1, help="first round without the member")] = 1,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="verify the ledger first")] = True,
+    json_: Annotated[bool, typer.Option("--json", help="print the report as one JSON line")] = False,
+) -> None:
+    """Recompute the model history without a member's updates, from the updates the ledger retained."""
+    report = guarded(lambda: revert_run(path, exclude=exclude, from_round=from_round, out=out, verify=verify))
+    if json_:
+        typer.echo(json.dumps({k: v for k, v in report.items() if k != "rounds"}, separators=(",", ":")))
+        return
+    final = report["final"]
+    typer.echo(
+        f"reverted {report['rounds_changed']} round(s) without {exclude} (from round {from_round}); models and "
+        f"their ledger in {out}"
+    )
+    for key in sorted(final["original"]):
+        before, after, delta = final["original"][key], final["reverted"].get(key), final["change"].get(key)
+        if before is None or after is None or delta is None:
+            continue
+        typer.echo(f"  {key:<12} {before:.4f} -> {after:.4f} ({delta:+.4f})")
+    err_console.print(f"report: {out / 'revert.json'}")
