@@ -38,10 +38,19 @@ min_members = 2
 """
 
 
-def write_spec(tmp_path: Path, *, dataset: str = "breast_cancer", task: str = "numpy_softmax", strategy: str = "fedavg",
-               data_extra: str = "", task_extra: str = "") -> Path:
+def write_spec(
+    tmp_path: Path,
+    *,
+    dataset: str = "breast_cancer",
+    task: str = "numpy_softmax",
+    strategy: str = "fedavg",
+    data_extra: str = "",
+    task_extra: str = "",
+) -> Path:
     p = tmp_path / "spec.toml"
-    p.write_text(SMALL.format(dataset=dataset, task=task, strategy=strategy, data_extra=data_extra, task_extra=task_extra))
+    p.write_text(
+        SMALL.format(dataset=dataset, task=task, strategy=strategy, data_extra=data_extra, task_extra=task_extra)
+    )
     return p
 
 
@@ -71,8 +80,21 @@ def test_simulate_json_line_has_the_promised_keys(tmp_path: Path) -> None:
 
 def test_set_overrides_and_their_errors(tmp_path: Path) -> None:
     spec = write_spec(tmp_path)
-    r = runner.invoke(app, ["simulate", str(spec), "--json", "-q", "--out", str(tmp_path / "r"),
-                            "--set", "strategy.fraction=0.5", "--set", "federation.rounds=1"])
+    r = runner.invoke(
+        app,
+        [
+            "simulate",
+            str(spec),
+            "--json",
+            "-q",
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "strategy.fraction=0.5",
+            "--set",
+            "federation.rounds=1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout.strip().splitlines()[-1])["rounds"] == 1
     r = runner.invoke(app, ["simulate", str(spec), "--set", "strategy.fraction=7", "-q"])
@@ -126,7 +148,9 @@ def test_csv_without_label_column(tmp_path: Path) -> None:
 
 def test_csv_with_label_column_runs(tmp_path: Path) -> None:
     csv = tmp_path / "local.csv"
-    csv.write_text("a,b,outcome\n" + "\n".join(f"{i % 7},{(i * 3) % 5},{'yes' if i % 7 > 3 else 'no'}" for i in range(80)) + "\n")
+    csv.write_text(
+        "a,b,outcome\n" + "\n".join(f"{i % 7},{(i * 3) % 5},{'yes' if i % 7 > 3 else 'no'}" for i in range(80)) + "\n"
+    )
     spec = write_spec(tmp_path, dataset="table", data_extra="path = 'local.csv'\nlabel = 'outcome'")
     r = runner.invoke(app, ["simulate", str(spec), "-q", "--json", "--out", str(tmp_path / "run")])
     assert r.exit_code == 0, r.output
@@ -135,7 +159,11 @@ def test_csv_with_label_column_runs(tmp_path: Path) -> None:
 
 def test_partition_leaving_a_member_without_data(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, dataset="breast_cancer")
-    spec.write_text(spec.read_text().replace("members = 4", "members = 400").replace('partition = "iid"', 'partition = "dirichlet"\nalpha = 0.05\nmin_samples = 3'))
+    spec.write_text(
+        spec.read_text()
+        .replace("members = 4", "members = 400")
+        .replace('partition = "iid"', 'partition = "dirichlet"\nalpha = 0.05\nmin_samples = 3')
+    )
     r = runner.invoke(app, ["simulate", str(spec), "-q", "--out", str(tmp_path / "run")])
     assert r.exit_code != 0
     assert "member" in r.output and "error" in r.output

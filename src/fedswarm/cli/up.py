@@ -80,9 +80,7 @@ def report(spec: Spec, fed: LocalFederation, *, seconds: float) -> dict[str, Any
     return summary
 
 
-def run_up(
-    spec: Path, *, overrides: list[str], out: Path | None, timeout: float, quiet: bool
-) -> dict[str, Any]:
+def run_up(spec: Path, *, overrides: list[str], out: Path | None, timeout: float, quiet: bool) -> dict[str, Any]:
     """Run ``spec`` as a local federation of real node processes and return the summary."""
     loaded, _ = load_spec(spec, overrides=overrides)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")

@@ -115,7 +115,10 @@ def test_dropout_object_from_transport_is_recorded() -> None:
     gen = coord.run_round(1, params, evaluate=False)
     exch = next(gen)
     runtime = _runtime(task, 2)
-    replies: dict[int, Any] = {0: Dropout("member-0: unreachable"), 1: runtime.fit(1, exch.requests[1], params.flatten())}
+    replies: dict[int, Any] = {
+        0: Dropout("member-0: unreachable"),
+        1: runtime.fit(1, exch.requests[1], params.flatten()),
+    }
     with pytest.raises(StopIteration) as stop:
         gen.send(replies)
     assert stop.value.value.dropouts == {0: "member-0: unreachable"}

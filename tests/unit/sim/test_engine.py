@@ -140,7 +140,9 @@ def test_ray_backend_reproduces_inprocess(tmp_path: Path) -> None:
     s = spec(baselines__local_only=False, baselines__centralized=False)
     base = run_simulation(s, out_dir=tmp_path / "in")
     ray_run = run_simulation(
-        spec(baselines__local_only=False, baselines__centralized=False, simulation__backend="ray", simulation__workers=2),
+        spec(
+            baselines__local_only=False, baselines__centralized=False, simulation__backend="ray", simulation__workers=2
+        ),
         out_dir=tmp_path / "ray",
     )
     assert ray_run.summary["final_model_digest"] == base.summary["final_model_digest"]
