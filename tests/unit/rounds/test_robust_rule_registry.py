@@ -158,11 +158,13 @@ def test_detection_can_be_switched_off() -> None:
     assert build_robustness_extension(_spec({"name": "mean"}), INFO, 10) is not None
 
 
-def test_groupwise_with_secure_aggregation_is_refused_until_wired() -> None:
+def test_groupwise_with_secure_aggregation_builds_a_wrapping_collector() -> None:
     spec = _spec(
         {"name": "mean"},
         robustness={"groupwise": {"groups": 2}},
         privacy={"secure_aggregation": "secagg+", "secagg": {"clip": 1.0}},
     )
-    with pytest.raises(ConfigurationError, match="robustness.groupwise with privacy.secure_aggregation"):
-        build_robustness_extension(spec, INFO, 10)
+    ext = build_robustness_extension(spec, INFO, 10)
+    assert ext is not None
+    collector = ext.collector()
+    assert collector is not None and hasattr(collector, "wrap")
