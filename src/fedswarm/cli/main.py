@@ -8,6 +8,8 @@ from fedswarm.cli import node as node_cli
 from fedswarm.cli import provision as provision_cli
 from fedswarm.cli.demo import demo
 from fedswarm.cli.init import init
+from fedswarm.cli.ledger import ledger_app
+from fedswarm.cli.revert import revert
 from fedswarm.cli.simulate import simulate
 from fedswarm.cli.up import up
 
@@ -26,6 +28,8 @@ app.command("init")(init)
 app.command("up")(up)
 app.add_typer(node_cli.app, name="node")
 app.add_typer(provision_cli.app, name="provision")
+ledger_app.command("revert")(revert)
+app.add_typer(ledger_app, name="ledger")
 
 
 def main() -> None:

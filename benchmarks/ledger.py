@@ -1,0 +1,271 @@
+"""Benchmark of the ledger: signed appends per second, verification of a large log, proofs, run overhead.
+
+Measures, in one process:
+
+* **appends**: signed entries per second appended to a fresh ledger in batches (rounds of one
+  ``round_opened``, 100 ``update_submitted`` signed by 100 members and one ``aggregate_committed``, with the
+  round's model stored as an object), signing in the caller and with one signing process beside it;
+  target >= 10,000/s;
+* **verify**: :func:`fedswarm.ledger.verify.verify_ledger` of a log of ``--entries`` entries (default
+  1,000,000) built the same way, on all available cores; target <= 120 s for 1,000,000 entries (for a
+  smaller ``--entries`` the time is also projected linearly to 1,000,000). Because wall times on a shared
+  machine depend on what else runs, the CPU time per entry of a one-worker verification and per append
+  are reported too, with the 1,000,000-entry time they imply when every core is free, and the load
+  average at the start;
+* **proofs**: inclusion and consistency proof creation from the SQLite-backed tree and their
+  verification at that size, median over ``--samples``; target <= 1 ms each;
+* **overhead**: wall time of ``run_simulation`` on ``--spec`` (default ``examples/digits.toml``) with the
+  ledger enabled divided by the same run with ``ledger.enabled=false``, alternating, median of
+  ``--repeats`` runs each (after one warm-up of each); also with the baselines switched off, where the
+  rounds are all there is; target <= 1.10.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/ledger.py                      # about 5 minutes on 2 cores
+    .venv/bin/python benchmarks/ledger.py --entries 100000 --appends 20000 --repeats 2
+
+Prints one JSON line on stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from fedswarm.core.parameters import Parameters
+from fedswarm.ledger.entries import AggregateCommitted, FederationCreated, MemberKey, RoundOpened, UpdateSubmitted
+from fedswarm.ledger.merkle import verify_consistency, verify_inclusion
+from fedswarm.ledger.simkeys import SimulationKeys
+from fedswarm.ledger.store import LedgerStore
+from fedswarm.ledger.verify import verify_ledger
+from fedswarm.ledger.writer import LedgerWriter
+
+MEMBERS = 100
+TARGETS = {"appends_per_s": 10_000, "verify_1m_s": 120.0, "proof_ms": 1.0, "overhead_ratio": 1.10}
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _median_ms(function: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter_ns()
+        function()
+        times.append(time.perf_counter_ns() - start)
+    return statistics.median(times) / 1e6
+
+
+def build_log(folder: Path, entries: int, *, processes: int, progress: bool = False) -> float:
+    """Write a verifiable log of about ``entries`` entries; return the seconds spent appending."""
+    keys = SimulationKeys(0)
+    names = [f"member-{m:05d}" for m in range(MEMBERS)]
+    member_keys = [keys.member(name) for name in names]
+    coordinator = keys.coordinator()
+    store = LedgerStore(folder, create=True, federation="bench")
+    writer = LedgerWriter(store, batch=2048, processes=processes)
+    rng = np.random.default_rng(0)
+    model = store.objects.put_parameters(Parameters({"w": np.zeros(4)}))
+    started = time.perf_counter()
+    writer.add(
+        FederationCreated(
+            "0" * 64,
+            MEMBERS,
+            tuple(MemberKey(n, k.public_key().raw) for n, k in zip(names, member_keys, strict=True)),
+            "fedavg",
+            model,
+        ),
+        author="coordinator",
+        key=coordinator,
+    )
+    config = "1" * 64
+    digests = [f"{i:064x}" for i in range(MEMBERS)]
+    rnd = 0
+    while writer.next_seq < entries:
+        rnd += 1
+        writer.add(RoundOpened(rnd, "coordinator", tuple(names), config, model), author="coordinator", key=coordinator)
+        for name, key, digest in zip(names, member_keys, digests, strict=True):
+            writer.add(UpdateSubmitted(rnd, digest, 100, float(rng.random()), 64), author=name, key=key)
+        new_model = store.objects.put_parameters(Parameters({"w": np.full(4, float(rnd))}))
+        writer.add(
+            AggregateCommitted(
+                rnd, "fedavg", model, tuple(digests), tuple(names), (100.0,) * MEMBERS, new_model, {}, {}, {}
+            ),
+            author="coordinator",
+            key=coordinator,
+        )
+        model = new_model
+        if progress and rnd % 500 == 0:
+            _log(f"  built {writer.next_seq:,} entries")
+    writer.close()
+    seconds = time.perf_counter() - started
+    store.close()
+    return seconds
+
+
+def bench_appends(base: Path, count: int) -> dict[str, float]:
+    out = {}
+    for processes in (0, 1):
+        folder = base / f"appends-{processes}"
+        cpu = time.process_time()
+        seconds = build_log(folder, count, processes=processes)
+        cpu = time.process_time() - cpu
+        with LedgerStore(folder, readonly=True) as store:
+            size = store.size
+        out[f"processes_{processes}"] = size / seconds
+        if processes == 0:
+            out["cpu_us_per_append"] = cpu / size * 1e6
+        _log(f"appends with {processes} signing process(es): {size / seconds:,.0f} signed entries/s")
+    return out
+
+
+def bench_proofs(folder: Path, samples: int) -> dict[str, float]:
+    rng = random.Random(0)
+    with LedgerStore(folder, readonly=True) as store:
+        n = store.size
+        root = store.root()
+        indices = [rng.randrange(n) for _ in range(samples)]
+        olds = [rng.randrange(1, n) for _ in range(samples)]
+        proofs = {i: store.inclusion_proof(i) for i in indices}
+        leaves = {i: store.tree.leaf_hash(i) for i in indices}
+        it = iter(indices)
+        create = _median_ms(lambda: store.inclusion_proof(next(it)), samples)
+        it = iter(indices)
+
+        def check() -> None:
+            i = next(it)
+            verify_inclusion(leaves[i], i, n, proofs[i], root)
+
+        check_ms = _median_ms(check, samples)
+        old_roots = {m: store.root(m) for m in olds}
+        consistency = {m: store.consistency_proof(m) for m in olds}
+        it = iter(olds)
+        cons_create = _median_ms(lambda: store.consistency_proof(next(it)), samples)
+        it = iter(olds)
+
+        def cons_check() -> None:
+            m = next(it)
+            verify_consistency(m, n, old_roots[m], root, consistency[m])
+
+        cons_check_ms = _median_ms(cons_check, samples)
+    return {
+        "inclusion_proof_ms": create,
+        "inclusion_check_ms": check_ms,
+        "consistency_proof_ms": cons_create,
+        "consistency_check_ms": cons_check_ms,
+    }
+
+
+def bench_overhead(spec_path: Path, repeats: int, extra: list[str]) -> dict[str, object]:
+    from fedswarm.sim.engine import run_simulation
+    from fedswarm.spec.schema import load_spec
+
+    times: dict[bool, list[float]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in range(repeats + 1):
+            for enabled in (False, True):
+                spec, _ = load_spec(spec_path, overrides=[f"ledger.enabled={'true' if enabled else 'false'}", *extra])
+                started = time.perf_counter()
+                run_simulation(spec, out_dir=Path(tmp) / f"{run}-{enabled}")
+                seconds = time.perf_counter() - started
+                if run:  # the first pair warms caches up
+                    times[enabled].append(seconds)
+                _log(f"  {spec_path.name} {' '.join(extra)} ledger={enabled}: {seconds:.2f} s")
+    on, off = statistics.median(times[True]), statistics.median(times[False])
+    return {"ratio": on / off, "seconds_with_ledger": on, "seconds_without_ledger": off}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print its JSON line."""
+    parser = argparse.ArgumentParser(description="Benchmark of the fedswarm ledger.")
+    parser.add_argument("--entries", type=int, default=1_000_000, help="size of the log to verify (default 1,000,000)")
+    parser.add_argument("--appends", type=int, default=50_000, help="entries appended per append measurement")
+    parser.add_argument("--samples", type=int, default=1000, help="proofs timed per kind")
+    parser.add_argument("--workers", type=int, default=None, help="verification processes (default: all CPUs)")
+    parser.add_argument("--spec", type=Path, default=Path("examples/digits.toml"), help="spec for the overhead runs")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per setting for the overhead (after a warm-up)")
+    parser.add_argument("--skip-overhead", action="store_true", help="skip the simulation overhead runs")
+    args = parser.parse_args(argv)
+
+    result: dict[str, object] = {
+        "benchmark": "ledger",
+        "python": platform.python_version(),
+        "cpus": len(os.sched_getaffinity(0)),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        _log(f"appending {args.appends:,} signed entries ...")
+        appends = bench_appends(base, args.appends)
+        result["appends_per_s"] = round(max(appends.values()))
+        result["appends_per_s_inline_signing"] = round(appends["processes_0"])
+        result["appends_per_s_signing_process"] = round(appends["processes_1"])
+        result["appends_cpu_us_per_entry"] = round(appends["cpu_us_per_append"], 1)
+        started, cpu = time.perf_counter(), time.process_time()
+        verify_ledger(base / "appends-0", workers=1)
+        single, cpu = time.perf_counter() - started, time.process_time() - cpu
+        with LedgerStore(base / "appends-0", readonly=True) as store:
+            single_rate = store.size / single
+            cpu_per_entry = cpu / store.size
+        result["verify_entries_per_s_one_worker"] = round(single_rate)
+        result["verify_cpu_us_per_entry"] = round(cpu_per_entry * 1e6, 1)
+        cpus = len(os.sched_getaffinity(0))
+        result["verify_1m_cpu_bound_seconds"] = round(cpu_per_entry * 1_000_000 / cpus, 1)
+        result["load_average"] = [round(x, 2) for x in os.getloadavg()]
+
+        _log(f"building a log of {args.entries:,} entries ...")
+        log = base / "big"
+        build_seconds = build_log(log, args.entries, processes=1, progress=True)
+        with LedgerStore(log, readonly=True) as store:
+            size = store.size
+        result["log_entries"] = size
+        result["log_build_seconds"] = round(build_seconds, 1)
+        result["log_bytes"] = sum(p.stat().st_size for p in log.rglob("*") if p.is_file())
+        _log(f"verifying {size:,} entries ...")
+        started = time.perf_counter()
+        report = verify_ledger(log, workers=args.workers)
+        verify_seconds = time.perf_counter() - started
+        result["verify_seconds"] = round(verify_seconds, 2)
+        result["verify_workers"] = report.workers
+        result["verify_entries_per_s"] = round(size / verify_seconds)
+        result["verify_1m_projected_seconds"] = round(verify_seconds * 1_000_000 / size, 1)
+        result["verify_speedup_vs_one_worker"] = round((size / verify_seconds) / single_rate, 2)
+        _log(f"verified in {verify_seconds:.1f} s on {report.workers} worker(s)")
+        proofs = bench_proofs(log, args.samples)
+        result.update({k: round(v, 4) for k, v in proofs.items()})
+        _log(f"proofs at {size:,}: {proofs}")
+    if not args.skip_overhead:
+        _log("overhead on a simulated run ...")
+        full = bench_overhead(args.spec, args.repeats, [])
+        fed = bench_overhead(args.spec, args.repeats, ["baselines.centralized=false", "baselines.local_only=false"])
+        result["overhead_spec"] = str(args.spec)
+        result["overhead_ratio"] = round(float(full["ratio"]), 3)  # type: ignore[arg-type]
+        result["overhead_seconds"] = {k: round(float(v), 3) for k, v in full.items() if k != "ratio"}  # type: ignore[arg-type]
+        result["overhead_ratio_without_baselines"] = round(float(fed["ratio"]), 3)  # type: ignore[arg-type]
+        result["overhead_seconds_without_baselines"] = {k: round(float(v), 3) for k, v in fed.items() if k != "ratio"}  # type: ignore[arg-type]
+    result["targets"] = TARGETS
+    proof_worst = max(float(result[k]) for k in ("inclusion_proof_ms", "inclusion_check_ms"))  # type: ignore[arg-type]
+    met = {
+        "appends": int(result["appends_per_s"]) >= TARGETS["appends_per_s"],  # type: ignore[call-overload]
+        "verify": float(result["verify_1m_projected_seconds"]) <= TARGETS["verify_1m_s"],  # type: ignore[arg-type]
+        "proofs": proof_worst <= TARGETS["proof_ms"],
+    }
+    if "overhead_ratio" in result:
+        met["overhead"] = float(result["overhead_ratio"]) <= TARGETS["overhead_ratio"]  # type: ignore[arg-type]
+    result["met"] = met
+    print(json.dumps(result, separators=(",", ":")))
+
+
+if __name__ == "__main__":
+    main()

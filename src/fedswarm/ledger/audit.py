@@ -1,0 +1,417 @@
+"""Questions an auditor asks of a ledger: where did this model come from, and which round moved a metric.
+
+:func:`load_audit` replays a ledger into an :class:`AuditLog` (rounds, their updates, aggregates and
+evaluations). :func:`lineage` walks from a model back to the initial model: each step is a round with
+its base model, the updates (digest, contributor, examples, norm) that produced the next model, and the
+members whose updates were refused. :func:`blame` finds the round where a metric changed most between
+two consecutive evaluations and lists each contributor's update statistics for the rounds in between:
+examples, L2 norm, and, when updates were retained, the L2 distance and cosine similarity to the applied
+aggregate step (new model minus base model) and the distance to the example-weighted mean of the round's
+updates.
+
+Run these on a verified ledger (the CLI verifies first): they read entries, they do not re-check them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from fedswarm.core.errors import FedswarmError, VerificationError
+from fedswarm.ledger.entries import (
+    AggregateCommitted,
+    AnomalyFlagged,
+    EvaluationReported,
+    FederationCreated,
+    MemberAdmitted,
+    MemberRemoved,
+    PrivacySpent,
+    RoundOpened,
+    SignedEntry,
+    UpdateSubmitted,
+)
+from fedswarm.ledger.models import ObjectStore
+from fedswarm.ledger.store import LedgerStore, find_ledger
+
+__all__ = [
+    "AuditError",
+    "AuditLog",
+    "AuditRound",
+    "Blame",
+    "ContributorStats",
+    "LineageStep",
+    "Submission",
+    "blame",
+    "lineage",
+    "load_audit",
+    "resolve_model",
+]
+
+Scope = Literal["central", "members"]
+
+
+class AuditError(FedswarmError):
+    """An audit question has no answer in this ledger (unknown model, metric never evaluated, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """An update as its ``update_submitted`` entry describes it."""
+
+    seq: int
+    member: str
+    update: str
+    examples: int
+    norm: float
+    bytes: int
+
+
+@dataclass(slots=True)
+class AuditRound:
+    """Everything the log says about one round."""
+
+    round: int
+    opened: RoundOpened | None = None
+    opened_seq: int | None = None
+    submissions: dict[str, Submission] = field(default_factory=dict)
+    aggregate: AggregateCommitted | None = None
+    aggregate_seq: int | None = None
+    evaluations: list[EvaluationReported] = field(default_factory=list)
+    anomalies: list[AnomalyFlagged] = field(default_factory=list)
+    privacy: list[PrivacySpent] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class AuditLog:
+    """A ledger replayed for audits."""
+
+    folder: Path
+    federation: str
+    size: int
+    created: FederationCreated
+    coordinator: str
+    rounds: dict[int, AuditRound]
+    models: dict[str, int]
+    admitted: dict[str, int]
+    removed: dict[str, int]
+    objects: ObjectStore
+
+    def round(self, number: int) -> AuditRound:
+        """The record of round ``number``.
+
+        Raises
+        ------
+        AuditError
+            If the log has no such round.
+        """
+        try:
+            return self.rounds[number]
+        except KeyError:
+            raise AuditError(
+                f"round {number} is not in the ledger (rounds: 1..{max(self.rounds, default=0)})"
+            ) from None
+
+
+def _entries(store: LedgerStore) -> Iterator[SignedEntry]:
+    for _seq, record in store.records():
+        yield SignedEntry.from_record(record)
+
+
+def load_audit(path: Path) -> AuditLog:
+    """Replay the ledger at ``path`` (ledger folder, run directory or node data folder).
+
+    Raises
+    ------
+    VerificationError
+        If there is no ledger or it does not start with ``federation_created``.
+    """
+    folder = find_ledger(path)
+    store = LedgerStore(folder, readonly=True)
+    try:
+        created: FederationCreated | None = None
+        coordinator = ""
+        rounds: dict[int, AuditRound] = {}
+        models: dict[str, int] = {}
+        admitted: dict[str, int] = {}
+        removed: dict[str, int] = {}
+        for signed in _entries(store):
+            entry, body = signed.entry, signed.entry.body
+            if isinstance(body, FederationCreated):
+                created, coordinator = body, entry.author
+                models[body.initial_model] = 0
+                admitted.update({m.name: entry.seq for m in body.members})
+            elif isinstance(body, MemberAdmitted):
+                admitted[body.member] = entry.seq
+            elif isinstance(body, MemberRemoved):
+                removed[body.member] = entry.seq
+            elif isinstance(body, RoundOpened):
+                record = rounds.setdefault(body.round, AuditRound(body.round))
+                record.opened, record.opened_seq = body, entry.seq
+            elif isinstance(body, UpdateSubmitted):
+                record = rounds.setdefault(body.round, AuditRound(body.round))
+                record.submissions[entry.author] = Submission(
+                    entry.seq, entry.author, body.update, body.examples, body.norm, body.bytes
+                )
+            elif isinstance(body, AggregateCommitted):
+                record = rounds.setdefault(body.round, AuditRound(body.round))
+                record.aggregate, record.aggregate_seq = body, entry.seq
+                models.setdefault(body.model, body.round)
+            elif isinstance(body, EvaluationReported):
+                rounds.setdefault(body.round, AuditRound(body.round)).evaluations.append(body)
+            elif isinstance(body, AnomalyFlagged):
+                rounds.setdefault(body.round, AuditRound(body.round)).anomalies.append(body)
+            elif isinstance(body, PrivacySpent):
+                rounds.setdefault(body.round, AuditRound(body.round)).privacy.append(body)
+        if created is None:
+            raise VerificationError(f"{folder}: the ledger is empty or does not start with federation_created")
+        return AuditLog(
+            folder=folder,
+            federation=store.federation,
+            size=store.size,
+            created=created,
+            coordinator=coordinator,
+            rounds=dict(sorted(rounds.items())),
+            models=models,
+            admitted=admitted,
+            removed=removed,
+            objects=store.objects,
+        )
+    finally:
+        store.close()
+
+
+def resolve_model(log: AuditLog, model: str) -> str:
+    """The full digest of a model named by its digest or a unique prefix of at least 8 hex digits.
+
+    Raises
+    ------
+    AuditError
+        If no model, or more than one, matches.
+    """
+    text = model.strip().lower()
+    if text in log.models:
+        return text
+    if len(text) < 8:
+        raise AuditError(f"model {model!r}: give the digest or a prefix of at least 8 hex digits")
+    matches = [digest for digest in log.models if digest.startswith(text)]
+    if not matches:
+        raise AuditError(f"model {model!r} was not produced in this ledger")
+    if len(matches) > 1:
+        raise AuditError(f"model prefix {model!r} is ambiguous: {len(matches)} models match")
+    return matches[0]
+
+
+@dataclass(frozen=True, slots=True)
+class LineageStep:
+    """One round on the way to a model: ``base_model`` plus ``inputs`` gave ``model``."""
+
+    round: int
+    strategy: str
+    base_model: str
+    model: str
+    contributors: tuple[Submission, ...]
+    rejected: dict[str, str]
+    dropouts: dict[str, str]
+    metrics: dict[str, float | None]
+    entry: int
+
+
+def lineage(log: AuditLog, model: str) -> list[LineageStep]:
+    """The rounds that produced ``model``, from the initial model onwards (empty for the initial model).
+
+    Raises
+    ------
+    AuditError
+        If the model is unknown or its chain is broken.
+    """
+    digest = resolve_model(log, model)
+    steps: list[LineageStep] = []
+    by_output = {r.aggregate.model: r for r in log.rounds.values() if r.aggregate is not None}
+    seen: set[str] = set()
+    while digest != log.created.initial_model:
+        if digest in seen:
+            raise AuditError(f"model {digest} appears twice in its own lineage")
+        seen.add(digest)
+        record = by_output.get(digest)
+        if record is None or record.aggregate is None or record.aggregate_seq is None:
+            raise AuditError(f"no aggregate in the ledger produced model {digest}")
+        aggregate = record.aggregate
+        contributors = []
+        for name, update in zip(aggregate.contributors, aggregate.inputs, strict=True):
+            submission = record.submissions.get(name)
+            if submission is None or submission.update != update:
+                raise AuditError(f"round {record.round}: the update of {name} is not in the ledger")
+            contributors.append(submission)
+        metrics: dict[str, float | None] = {}
+        for evaluation in record.evaluations:
+            if evaluation.model == aggregate.model:
+                prefix = "" if evaluation.scope == "central" else "members_"
+                metrics.update({prefix + k: v for k, v in evaluation.metrics.items()})
+        steps.append(
+            LineageStep(
+                round=record.round,
+                strategy=aggregate.strategy,
+                base_model=aggregate.base_model,
+                model=aggregate.model,
+                contributors=tuple(contributors),
+                rejected=dict(aggregate.rejected),
+                dropouts=dict(aggregate.dropouts),
+                metrics=metrics,
+                entry=record.aggregate_seq,
+            )
+        )
+        digest = aggregate.base_model
+    steps.reverse()
+    return steps
+
+
+@dataclass(frozen=True, slots=True)
+class ContributorStats:
+    """One contributor's update in a blamed round."""
+
+    round: int
+    member: str
+    update: str
+    examples: int
+    norm: float
+    distance_to_aggregate: float | None
+    cosine_to_aggregate: float | None
+    distance_to_mean: float | None
+    retained: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Blame:
+    """The largest change of ``metric`` between consecutive evaluations, and who contributed to it."""
+
+    metric: str
+    scope: Scope
+    series: tuple[tuple[int, float], ...]
+    round: int
+    previous_round: int
+    before: float
+    after: float
+    rounds: tuple[int, ...]
+    aggregate_norms: dict[int, float | None]
+    contributors: tuple[ContributorStats, ...]
+
+    @property
+    def change(self) -> float:
+        """``after - before``."""
+        return self.after - self.before
+
+
+def _series(log: AuditLog, metric: str, scope: Scope) -> list[tuple[int, float]]:
+    out = []
+    for number, record in log.rounds.items():
+        for evaluation in record.evaluations:
+            value = evaluation.metrics.get(metric)
+            if evaluation.scope == scope and value is not None:
+                out.append((number, float(value)))
+                break
+    return out
+
+
+def _vector(objects: ObjectStore, digest: str) -> npt.NDArray[np.float64] | None:
+    if not objects.has(digest):
+        return None
+    return objects.get_parameters(digest).flatten(np.float64)
+
+
+def blame(log: AuditLog, *, metric: str = "accuracy", scope: Scope | None = None) -> Blame:
+    """Find the round where ``metric`` shifted most and the statistics of its contributors.
+
+    Parameters
+    ----------
+    log
+        The replayed ledger.
+    metric
+        A metric of ``evaluation_reported`` entries (``accuracy``, ``loss``, ...).
+    scope
+        ``central`` (held-out set) or ``members`` (mean over members' test splits); default: central when
+        the metric was evaluated centrally at least twice, else members.
+
+    Raises
+    ------
+    AuditError
+        If the metric was evaluated fewer than twice.
+    """
+    scopes: tuple[Scope, ...] = (scope,) if scope is not None else ("central", "members")
+    series: list[tuple[int, float]] = []
+    chosen: Scope = scopes[0]
+    for candidate in scopes:
+        series = _series(log, metric, candidate)
+        chosen = candidate
+        if len(series) >= 2:
+            break
+    if len(series) < 2:
+        raise AuditError(
+            f"metric {metric!r} ({'/'.join(scopes)}) is evaluated in {len(series)} round(s); two are needed"
+        )
+    best = max(range(1, len(series)), key=lambda i: (abs(series[i][1] - series[i - 1][1]), -i))
+    (previous_round, before), (round_, after) = series[best - 1], series[best]
+    rounds = tuple(r for r in log.rounds if previous_round < r <= round_)
+    contributors: list[ContributorStats] = []
+    aggregate_norms: dict[int, float | None] = {}
+    for number in rounds:
+        record = log.rounds[number]
+        aggregate = record.aggregate
+        if aggregate is None:
+            continue
+        step: npt.NDArray[np.float64] | None = None
+        base, new = _vector(log.objects, aggregate.base_model), _vector(log.objects, aggregate.model)
+        if base is not None and new is not None and base.shape == new.shape:
+            step = new - base
+        aggregate_norms[number] = float(np.linalg.norm(step)) if step is not None else None
+        vectors: dict[str, npt.NDArray[np.float64]] = {}
+        for name in aggregate.contributors:
+            vector = _vector(log.objects, record.submissions[name].update)
+            if vector is not None:
+                vectors[name] = vector
+        mean: npt.NDArray[np.float64] | None = None
+        if vectors and len(vectors) == len(aggregate.contributors):
+            weights = np.asarray(aggregate.weights, dtype=np.float64)
+            if weights.sum() <= 0:
+                weights = np.ones_like(weights)
+            stacked = np.stack([vectors[name] for name in aggregate.contributors])
+            mean = weights @ stacked / weights.sum()
+        for name in aggregate.contributors:
+            submission = record.submissions[name]
+            vector = vectors.get(name)
+            distance = cosine = to_mean = None
+            if vector is not None and step is not None and vector.shape == step.shape:
+                distance = float(np.linalg.norm(vector - step))
+                denominator = float(np.linalg.norm(vector) * np.linalg.norm(step))
+                cosine = float(vector @ step / denominator) if denominator > 0 else None
+            if vector is not None and mean is not None:
+                to_mean = float(np.linalg.norm(vector - mean))
+            contributors.append(
+                ContributorStats(
+                    round=number,
+                    member=name,
+                    update=submission.update,
+                    examples=submission.examples,
+                    norm=submission.norm,
+                    distance_to_aggregate=distance,
+                    cosine_to_aggregate=cosine,
+                    distance_to_mean=to_mean,
+                    retained=vector is not None,
+                )
+            )
+    return Blame(
+        metric=metric,
+        scope=chosen,
+        series=tuple(series),
+        round=round_,
+        previous_round=previous_round,
+        before=before,
+        after=after,
+        rounds=rounds,
+        aggregate_norms=aggregate_norms,
+        contributors=tuple(contributors),
+    )

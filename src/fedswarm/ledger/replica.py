@@ -1,0 +1,247 @@
+"""A node's replica of the ledger: check peers' checkpoints against it, catch up, refuse to fork.
+
+Every member keeps a copy of the log. When a peer (or the round's leader) shows a signed checkpoint,
+:meth:`Replica.receive_checkpoint` checks that it describes the *same* history as the local copy:
+
+* a checkpoint no larger than the local log must carry the local root at its size;
+* a larger one must come with an RFC 9162 consistency proof from the local size and root to it;
+* two signed checkpoints of the same size with different roots are an equivocation.
+
+Any failure means two different histories were shown to different members: the replica raises
+:class:`ForkDetected` (a :class:`~fedswarm.core.errors.VerificationError` carrying both signed heads as
+evidence) and from then on refuses every operation with the same alarm, so a forked node never builds on
+either history. This is the gossip check of Certificate Transparency (RFC 9162, section 8.1.4 and
+following) between members instead of monitors.
+
+The functions take checkpoints, proofs and records, never connections: the transport (gRPC between nodes,
+or direct calls in simulation) ships them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from fedswarm.core.errors import VerificationError
+from fedswarm.crypto.signing import SIGNATURE_SIZE, SigningKey, VerifyKey
+from fedswarm.ledger.checkpoint import Checkpoint, Cosignature, cosign
+from fedswarm.ledger.entries import EntryError, SignedEntry
+from fedswarm.ledger.merkle import leaf_hash, verify_consistency
+from fedswarm.ledger.state import LedgerState
+from fedswarm.ledger.store import LedgerStore
+from fedswarm.ledger.tree import MerkleTree, NodeKey, NodeStore
+
+__all__ = ["ForkDetected", "Replica"]
+
+
+class ForkDetected(VerificationError):
+    """Two different histories of one log were shown; ``evidence`` holds the conflicting signed heads."""
+
+    def __init__(self, message: str, *, evidence: Sequence[Checkpoint] = ()) -> None:
+        super().__init__(f"FORK DETECTED: {message}")
+        self.evidence = tuple(evidence)
+
+
+class _Overlay:
+    """Reads from a node store, buffers writes in memory: to compute a root before committing to it."""
+
+    def __init__(self, base: NodeStore) -> None:
+        self._base = base
+        self._new: dict[NodeKey, bytes] = {}
+
+    def get(self, level: int, index: int) -> bytes:
+        found = self._new.get((level, index))
+        return found if found is not None else self._base.get(level, index)
+
+    def put(self, level: int, index: int, value: bytes) -> None:
+        self._new[(level, index)] = value
+
+    def get_many(self, keys: Sequence[NodeKey]) -> list[bytes]:
+        return [self.get(level, index) for level, index in keys]
+
+    def put_many(self, nodes: Sequence[tuple[int, int, bytes]]) -> None:
+        for level, index, value in nodes:
+            self._new[(level, index)] = value
+
+
+class Replica:
+    """One member's copy of the log and the checkpoints it accepted.
+
+    Parameters
+    ----------
+    store
+        The local, writable log (it may be empty when ``coordinator_key`` is given).
+    coordinator_key
+        The key checkpoints must be signed with; default: the key of the author of entry 0.
+
+    Raises
+    ------
+    VerificationError
+        If the local log is empty and no ``coordinator_key`` is given, or it breaks a rule.
+    """
+
+    def __init__(self, store: LedgerStore, *, coordinator_key: bytes | None = None) -> None:
+        self._store = store
+        self._state = LedgerState()
+        for _seq, record in store.records():
+            self._state.apply(SignedEntry.from_record(record).entry)
+        if coordinator_key is None:
+            if store.size == 0:
+                raise VerificationError("an empty replica needs the coordinator's key to check checkpoints")
+            coordinator_key = store.entry(0).entry.key
+        self._coordinator_key = bytes(coordinator_key)
+        self._accepted: dict[int, Checkpoint] = {}
+        self._alarm: ForkDetected | None = None
+        for checkpoint in store.checkpoints():
+            self._accepted.setdefault(checkpoint.head.size, checkpoint)
+
+    @property
+    def store(self) -> LedgerStore:
+        """The local log."""
+        return self._store
+
+    @property
+    def size(self) -> int:
+        """Entries in the local log."""
+        return self._store.size
+
+    @property
+    def alarm(self) -> ForkDetected | None:
+        """The fork that halted this replica, if any."""
+        return self._alarm
+
+    @property
+    def latest(self) -> Checkpoint | None:
+        """The largest accepted checkpoint."""
+        return self._accepted[max(self._accepted)] if self._accepted else None
+
+    def _check_running(self) -> None:
+        if self._alarm is not None:
+            raise self._alarm
+
+    def _fork(self, message: str, evidence: Sequence[Checkpoint]) -> ForkDetected:
+        self._alarm = ForkDetected(message, evidence=evidence)
+        return self._alarm
+
+    def receive_checkpoint(self, checkpoint: Checkpoint, *, proof: Sequence[bytes] = ()) -> None:
+        """Accept a peer's checkpoint if it describes the local history (or extends it, with ``proof``).
+
+        ``proof`` is the consistency proof from the local size to the checkpoint's size when the
+        checkpoint is larger than the local log (ask the peer for it); otherwise it is ignored.
+
+        Raises
+        ------
+        VerificationError
+            If the checkpoint is not properly signed by the coordinator or is for another federation (the
+            replica keeps running: a forged message is not a fork).
+        ForkDetected
+            If it contradicts the local log or an accepted checkpoint; the replica halts.
+        """
+        self._check_running()
+        head = checkpoint.head
+        if head.federation != self._store.federation:
+            raise VerificationError(f"checkpoint for federation {head.federation!r}, not {self._store.federation!r}")
+        checkpoint.verify_signature(signer_key=self._coordinator_key)
+        known = self._accepted.get(head.size)
+        if known is not None and known.head.root != head.root:
+            raise self._fork(
+                f"two checkpoints of size {head.size} signed by the coordinator have different roots "
+                f"({known.head.root.hex()[:16]}... and {head.root.hex()[:16]}...)",
+                (known, checkpoint),
+            )
+        local_size = self._store.size
+        if head.size <= local_size:
+            local_root = self._store.root(head.size)
+            if local_root != head.root:
+                raise self._fork(
+                    f"a checkpoint of size {head.size} has root {head.root.hex()[:16]}..., the local log has "
+                    f"{local_root.hex()[:16]}... at that size",
+                    (checkpoint, *self._accepted_at_or_above(head.size)),
+                )
+        else:
+            try:
+                verify_consistency(local_size, head.size, self._store.root(), head.root, proof)
+            except VerificationError as exc:
+                raise self._fork(
+                    f"the checkpoint of size {head.size} does not extend the local log of {local_size} entries: {exc}",
+                    (checkpoint, *self._accepted_at_or_above(0)),
+                ) from None
+        if known is None:
+            self._accepted[head.size] = checkpoint
+
+    def _accepted_at_or_above(self, size: int) -> list[Checkpoint]:
+        return [c for s, c in sorted(self._accepted.items()) if s >= size][:1]
+
+    def append(self, records: Sequence[bytes], *, checkpoint: Checkpoint) -> None:
+        """Catch up: append ``records`` (the entries after the local log) that a checkpoint covers.
+
+        Every record is parsed, its signature checked and its rules replayed; the resulting root must be
+        the checkpoint's root before anything is written.
+
+        Raises
+        ------
+        VerificationError
+            If a record is bad or breaks a rule (nothing is written).
+        ForkDetected
+            If the records do not yield the checkpoint's root.
+        """
+        self._check_running()
+        start = self._store.size
+        if checkpoint.head.size != start + len(records):
+            raise VerificationError(
+                f"{len(records)} records after entry {start - 1} do not reach the checkpoint's size {checkpoint.head.size}"
+            )
+        checkpoint.verify_signature(signer_key=self._coordinator_key)
+        signed: list[SignedEntry] = []
+        trial = _copy_state(self._state)
+        for offset, record in enumerate(records):
+            seq = start + offset
+            try:
+                item = SignedEntry.from_record(record)
+            except EntryError as exc:
+                raise VerificationError(f"entry {seq}: {exc}") from None
+            if len(item.signature) != SIGNATURE_SIZE:
+                raise VerificationError(f"entry {seq}: bad signature length")
+            VerifyKey.from_raw(item.entry.key).verify(item.message, item.signature)
+            try:
+                trial.apply(item.entry)
+            except VerificationError as exc:
+                raise VerificationError(f"entry {seq}: {exc}") from None
+            signed.append(item)
+        overlay = MerkleTree(_Overlay(self._store.tree.store), size=start)
+        overlay.extend([leaf_hash(r) for r in records])
+        if overlay.root() != checkpoint.head.root:
+            raise self._fork(
+                f"the records offered for entries {start}..{checkpoint.head.size - 1} do not yield the checkpoint's root",
+                (checkpoint,),
+            )
+        self._store.append_many(signed)
+        self._state = trial
+        self.receive_checkpoint(checkpoint)
+        if all(c.head.size != checkpoint.head.size for c in self._store.checkpoints()):
+            self._store.add_checkpoint(checkpoint)
+
+    def cosign(
+        self, checkpoint: Checkpoint, *, member: str, key: SigningKey, proof: Sequence[bytes] = ()
+    ) -> Cosignature:
+        """Check the checkpoint against the local log, then cosign it as ``member``.
+
+        Raises
+        ------
+        VerificationError, ForkDetected
+            As :meth:`receive_checkpoint`; nothing is signed then.
+        """
+        self.receive_checkpoint(checkpoint, proof=proof)
+        return cosign(checkpoint, member=member, key=key)
+
+
+def _copy_state(state: LedgerState) -> LedgerState:
+    copy = LedgerState()
+    for name in LedgerState.__slots__:
+        value = getattr(state, name)
+        if isinstance(value, dict | set):
+            value = type(value)(value)
+        setattr(copy, name, value)
+    if state.round is not None:
+        copy.round = replace(state.round, updates=dict(state.round.updates))
+    return copy

@@ -1,0 +1,308 @@
+"""Audit reports of a ledger (JSON and self-contained HTML) and one-line descriptions of entries."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from fedswarm.ledger.audit import AuditError, AuditLog, Blame, blame
+from fedswarm.ledger.entries import (
+    AggregateCommitted,
+    Entry,
+    EvaluationReported,
+    FederationCreated,
+    MemberAdmitted,
+    MemberRemoved,
+    PrivacySpent,
+    RoundOpened,
+    UpdateSubmitted,
+)
+from fedswarm.ledger.verify import VerifyReport
+
+__all__ = ["REPORT_FORMAT", "audit_report", "blame_json", "describe", "render_html"]
+
+REPORT_FORMAT = "fedswarm/audit-report/v1"
+
+
+def _short(digest: str) -> str:
+    return digest[:12]
+
+
+def _metrics(metrics: Mapping[str, float | None]) -> str:
+    return " ".join(f"{k}={'-' if v is None else f'{v:.4g}'}" for k, v in metrics.items())
+
+
+def describe(entry: Entry) -> str:
+    """A one-line, human-readable summary of an entry's body."""
+    body = entry.body
+    if isinstance(body, FederationCreated):
+        return (
+            f"{len(body.members)} members listed of {body.population}, strategy {body.strategy}, "
+            f"initial model {_short(body.initial_model)}, quorum >{body.quorum[0]}/{body.quorum[1]}, keys {body.keys}"
+        )
+    if isinstance(body, MemberAdmitted):
+        return f"{body.member} key {body.key.hex()[:16]} ({body.reason})" if body.reason else body.member
+    if isinstance(body, MemberRemoved):
+        return f"{body.member}: {body.reason}"
+    if isinstance(body, RoundOpened):
+        return f"round {body.round}: {len(body.selected)} selected, base model {_short(body.base_model)}"
+    if isinstance(body, UpdateSubmitted):
+        return (
+            f"round {body.round}: update {_short(body.update)} examples={body.examples} "
+            f"norm={body.norm:.4g} bytes={body.bytes}"
+        )
+    if isinstance(body, AggregateCommitted):
+        extra = ""
+        if body.rejected or body.dropouts:
+            extra = f", {len(body.rejected)} rejected, {len(body.dropouts)} dropped out"
+        return f"round {body.round}: {len(body.inputs)} updates -> model {_short(body.model)}{extra}"
+    if isinstance(body, EvaluationReported):
+        who = "held-out set" if body.scope == "central" else f"{body.members} members"
+        return f"round {body.round}: model {_short(body.model)} on {who}: {_metrics(body.metrics)}"
+    if isinstance(body, PrivacySpent):
+        who = body.member or "federation"
+        return f"round {body.round}: {who} epsilon={body.epsilon:.4g} delta={body.delta:.3g} ({body.accountant})"
+    return f"round {body.round}: {body.member} {body.action}: {body.reason} {_metrics(body.scores)}"
+
+
+def blame_json(result: Blame) -> dict[str, Any]:
+    """JSON form of a :class:`~fedswarm.ledger.audit.Blame`."""
+    return {
+        "metric": result.metric,
+        "scope": result.scope,
+        "round": result.round,
+        "previous_round": result.previous_round,
+        "before": result.before,
+        "after": result.after,
+        "change": result.change,
+        "rounds": list(result.rounds),
+        "aggregate_norms": {str(k): v for k, v in result.aggregate_norms.items()},
+        "contributors": [
+            {
+                "round": c.round,
+                "member": c.member,
+                "update": c.update,
+                "examples": c.examples,
+                "norm": c.norm,
+                "distance_to_aggregate": c.distance_to_aggregate,
+                "cosine_to_aggregate": c.cosine_to_aggregate,
+                "distance_to_mean": c.distance_to_mean,
+                "retained": c.retained,
+            }
+            for c in result.contributors
+        ],
+        "series": [[r, v] for r, v in result.series],
+    }
+
+
+def audit_report(log: AuditLog, verification: VerifyReport | None, *, error: str | None = None) -> dict[str, Any]:
+    """The audit report as JSON-ready data: verification outcome, federation, members, rounds, blame.
+
+    ``verification`` is the successful report, or ``None`` with ``error`` the reason it failed.
+    """
+    created = log.created
+    rounds = []
+    privacy_latest: dict[str, Any] | None = None
+    for number, record in log.rounds.items():
+        central = next((e.metrics for e in record.evaluations if e.scope == "central"), {})
+        members = next((e.metrics for e in record.evaluations if e.scope == "members"), {})
+        aggregate = record.aggregate
+        rounds.append(
+            {
+                "round": number,
+                "leader": record.opened.leader if record.opened else None,
+                "selected": len(record.opened.selected) if record.opened else 0,
+                "accepted": len(aggregate.inputs) if aggregate else 0,
+                "rejected": dict(aggregate.rejected) if aggregate else {},
+                "dropouts": dict(aggregate.dropouts) if aggregate else {},
+                "model": aggregate.model if aggregate else None,
+                "committed": aggregate is not None,
+                "metrics": dict(central),
+                "members_metrics": dict(members),
+                "anomalies": [
+                    {"member": a.member, "reason": a.reason, "action": a.action, "scores": dict(a.scores)}
+                    for a in record.anomalies
+                ],
+                "privacy": [
+                    {"member": p.member, "epsilon": p.epsilon, "delta": p.delta, "accountant": p.accountant}
+                    for p in record.privacy
+                ],
+            }
+        )
+        for spent in record.privacy:
+            if spent.member is None:
+                privacy_latest = {"round": number, "epsilon": spent.epsilon, "delta": spent.delta}
+    last_model = next((r["model"] for r in reversed(rounds) if r["model"]), created.initial_model)
+    try:
+        blamed: dict[str, Any] | None = blame_json(blame(log, metric="accuracy"))
+    except AuditError:
+        blamed = None
+    verified: dict[str, Any] = {"ok": verification is not None, "error": error}
+    if verification is not None:
+        verified.update(
+            {
+                "entries": verification.entries,
+                "root": verification.root,
+                "checkpoints": [
+                    {
+                        "size": c.size,
+                        "root": c.root,
+                        "time": c.time,
+                        "signer": c.signer,
+                        "cosigners": c.cosigners,
+                        "members": c.members,
+                        "final": c.final,
+                    }
+                    for c in verification.checkpoints
+                ],
+                "final_checkpoints": verification.final_checkpoints,
+                "unwitnessed": verification.unwitnessed,
+                "objects": verification.objects,
+                "warnings": list(verification.warnings),
+            }
+        )
+    return {
+        "format": REPORT_FORMAT,
+        "federation": log.federation,
+        "ledger": str(log.folder),
+        "entries": log.size,
+        "verification": verified,
+        "created": {
+            "coordinator": log.coordinator,
+            "spec_digest": created.spec_digest,
+            "population": created.population,
+            "strategy": created.strategy,
+            "initial_model": created.initial_model,
+            "quorum": f">{created.quorum[0]}/{created.quorum[1]}",
+            "keys": created.keys,
+        },
+        "members": {"registered": len(log.admitted), "removed": sorted(log.removed)},
+        "final_model": last_model,
+        "privacy": privacy_latest,
+        "rounds": rounds,
+        "blame": blamed,
+    }
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem;color:#1b1f24;max-width:70rem}
+h1{font-size:1.5rem}h2{font-size:1.15rem;margin-top:2rem}
+table{border-collapse:collapse;font-size:.85rem}td,th{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left}
+th{background:#f6f8fa}.ok{color:#1a7f37;font-weight:600}.bad{color:#cf222e;font-weight:600}
+code{font-size:.8rem}.warn{color:#9a6700}
+"""
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return html.escape(", ".join(f"{k}: {_plain(v)}" for k, v in value.items()) or "-")
+    if value is None:
+        return "-"
+    return html.escape(str(value))
+
+
+def _plain(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    """A self-contained HTML page of an :func:`audit_report` (every value escaped)."""
+    verified = report["verification"]
+    status = (
+        '<p class="ok">Verified: every entry, signature, Merkle node, checkpoint and object checks out.</p>'
+        if verified["ok"]
+        else f'<p class="bad">Verification FAILED: {html.escape(str(verified["error"]))}</p>'
+    )
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>Ledger audit: {html.escape(report['federation'])}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>Ledger audit: {html.escape(report['federation'])}</h1>",
+        status,
+    ]
+    if verified["ok"]:
+        parts.append(
+            f"<p>{verified['entries']} entries, root <code>{html.escape(verified['root'])}</code>, "
+            f"{verified['final_checkpoints']} of {len(verified['checkpoints'])} checkpoints final, "
+            f"{verified['unwitnessed']} entries not yet witnessed, {verified['objects']} objects.</p>"
+        )
+        parts.extend(f'<p class="warn">{html.escape(w)}</p>' for w in verified["warnings"])
+    created = report["created"]
+    parts.append("<h2>Federation</h2>")
+    parts.append(
+        _table(["field", "value"], [[k, v] for k, v in created.items()] + [["final model", report["final_model"]]])
+    )
+    if report["privacy"]:
+        parts.append("<h2>Privacy budget</h2>")
+        parts.append(_table(list(report["privacy"]), [list(report["privacy"].values())]))
+    parts.append("<h2>Rounds</h2>")
+    parts.append(
+        _table(
+            ["round", "leader", "selected", "accepted", "rejected", "dropouts", "model", "held-out", "members"],
+            [
+                [
+                    r["round"],
+                    r["leader"],
+                    r["selected"],
+                    r["accepted"],
+                    len(r["rejected"]),
+                    len(r["dropouts"]),
+                    (r["model"] or "")[:16],
+                    r["metrics"],
+                    r["members_metrics"],
+                ]
+                for r in report["rounds"]
+            ],
+        )
+    )
+    anomalies = [[r["round"], a["member"], a["action"], a["reason"]] for r in report["rounds"] for a in r["anomalies"]]
+    if anomalies:
+        parts.append("<h2>Anomalies</h2>")
+        parts.append(_table(["round", "member", "action", "reason"], anomalies))
+    if verified["ok"]:
+        parts.append("<h2>Checkpoints</h2>")
+        parts.append(
+            _table(
+                ["size", "root", "signer", "cosigners", "final"],
+                [
+                    [c["size"], c["root"][:16], c["signer"], f"{c['cosigners']}/{c['members']}", c["final"]]
+                    for c in verified["checkpoints"]
+                ],
+            )
+        )
+    blamed = report["blame"]
+    if blamed:
+        parts.append(
+            f"<h2>Largest shift of {html.escape(blamed['metric'])}</h2><p>From round {blamed['previous_round']} "
+            f"({blamed['before']:.4g}) to round {blamed['round']} ({blamed['after']:.4g}).</p>"
+        )
+        parts.append(
+            _table(
+                ["round", "member", "examples", "norm", "distance to aggregate", "cosine", "distance to mean"],
+                [
+                    [
+                        c["round"],
+                        c["member"],
+                        c["examples"],
+                        c["norm"],
+                        c["distance_to_aggregate"],
+                        c["cosine_to_aggregate"],
+                        c["distance_to_mean"],
+                    ]
+                    for c in blamed["contributors"]
+                ],
+            )
+        )
+    embedded = json.dumps(report).replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+    parts.append(f"<script type='application/json' id='report'>{embedded}</script>")
+    parts.append("</body></html>")
+    return "".join(parts)

@@ -1,0 +1,391 @@
+"""The append-only ledger store: signed records, their Merkle tree and checkpoints in one SQLite file.
+
+Layout of a ledger folder::
+
+    LEDGER/
+      ledger.sqlite      entries, Merkle nodes, checkpoints, cosignatures (WAL mode)
+      objects/ab/cdef...safetensors   models and retained updates, content-addressed
+
+Guarantees:
+
+* **append-only**: the code never updates or deletes a row, and triggers abort any ``UPDATE`` or
+  ``DELETE`` on the ledger tables, whoever issues it;
+* **atomic appends**: an entry (or a batch of entries) and the Merkle nodes it completes are written in
+  one transaction, so a process killed at any instant (even with SIGKILL) leaves a log whose committed
+  prefix is complete and verifies; WAL mode with ``synchronous=NORMAL`` survives process crashes, and
+  ``durability="full"`` survives power loss too at the price of an fsync per commit;
+* **objects first**: whoever appends an entry that names a model stores the model before the entry
+  (:class:`~fedswarm.ledger.recorder.LedgerRecorder` does), so committed entries never point at missing
+  objects.
+
+The ``kind``, ``author`` and ``round`` columns are an index derived from each record for queries;
+:func:`fedswarm.ledger.verify.verify_ledger` checks them against the records.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+from fedswarm.core.errors import VerificationError
+from fedswarm.ledger.checkpoint import Checkpoint, Cosignature, TreeHead
+from fedswarm.ledger.entries import SignedEntry
+from fedswarm.ledger.merkle import leaf_hash
+from fedswarm.ledger.models import ObjectStore
+from fedswarm.ledger.sqlite_nodes import NODES_SCHEMA, SqliteNodeStore
+from fedswarm.ledger.tree import MerkleTree
+
+__all__ = ["DB_NAME", "FORMAT", "OBJECTS_DIR", "SCHEMA", "TABLES", "Durability", "LedgerStore", "find_ledger"]
+
+DB_NAME = "ledger.sqlite"
+OBJECTS_DIR = "objects"
+FORMAT = "fedswarm-ledger/1"
+Durability = Literal["normal", "full"]
+TABLES = ("meta", "entries", "nodes", "checkpoints", "cosignatures")
+"""The ledger's tables; every one is append-only."""
+
+SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    seq INTEGER PRIMARY KEY,
+    record BLOB NOT NULL,
+    kind TEXT NOT NULL,
+    author TEXT NOT NULL,
+    round INTEGER
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    id INTEGER PRIMARY KEY,
+    size INTEGER NOT NULL,
+    head BLOB NOT NULL,
+    signer TEXT NOT NULL,
+    key BLOB NOT NULL,
+    signature BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cosignatures (
+    checkpoint INTEGER NOT NULL,
+    member TEXT NOT NULL,
+    key BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    PRIMARY KEY (checkpoint, member)
+) WITHOUT ROWID;
+"""
+    + NODES_SCHEMA
+    + "".join(
+        f"""
+CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table}
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: {op} on {table} refused'); END;
+"""
+        for table in TABLES
+        for op in ("UPDATE", "DELETE")
+    )
+)
+"""DDL of a ledger database: the tables and the triggers that make them append-only."""
+
+
+def find_ledger(path: Path) -> Path:
+    """The ledger folder for ``path``: a ledger folder, a run directory or a node's data folder.
+
+    Raises
+    ------
+    VerificationError
+        If no ledger is found there.
+    """
+    path = Path(path)
+    if path.is_file() and path.name == DB_NAME:
+        return path.parent
+    for candidate in (path, path / "ledger"):
+        if (candidate / DB_NAME).is_file():
+            return candidate
+    raise VerificationError(f"{path}: no ledger found (expected {DB_NAME} in it or in its ledger/ folder)")
+
+
+class LedgerStore:
+    """One federation's log in a folder.
+
+    Parameters
+    ----------
+    folder
+        The ledger folder.
+    create
+        Create a new, empty ledger (the folder may exist but must not hold one).
+    federation
+        With ``create``: the federation id that every entry must carry.
+    readonly
+        Open without write access (for verification and audits).
+    durability
+        ``"normal"`` survives process crashes; ``"full"`` fsyncs every commit and survives power loss.
+
+    Raises
+    ------
+    VerificationError
+        If the folder holds no ledger (or already holds one with ``create``), or the database cannot be
+        read, or the node table lacks the nodes of the stored entries.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        create: bool = False,
+        federation: str | None = None,
+        readonly: bool = False,
+        durability: Durability = "normal",
+    ) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / DB_NAME
+        self.objects = ObjectStore(self.folder / OBJECTS_DIR, durable=durability == "full")
+        self.readonly = readonly
+        if create:
+            if self.path.exists():
+                raise VerificationError(f"{self.path}: a ledger already exists here")
+            if federation is None:
+                raise ValueError("creating a ledger needs its federation id")
+            self.folder.mkdir(parents=True, exist_ok=True)
+        elif not self.path.is_file():
+            raise VerificationError(f"{self.folder}: no ledger here ({DB_NAME} is missing)")
+        try:
+            if readonly:
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+            else:
+                conn = sqlite3.connect(self.path, isolation_level=None)
+            self._conn = conn
+            if not readonly:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
+            if create:
+                conn.executescript(SCHEMA)
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    "INSERT INTO meta(name, value) VALUES (?, ?)", [("format", FORMAT), ("federation", federation)]
+                )
+                conn.execute("COMMIT")
+            meta = dict(conn.execute("SELECT name, value FROM meta NOT INDEXED").fetchall())
+            row = conn.execute("SELECT MAX(seq) FROM entries").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise VerificationError(f"{self.path}: cannot read the ledger database: {exc}") from None
+        if meta.get("format") != FORMAT:
+            raise VerificationError(f"{self.path}: format {meta.get('format')!r} is not {FORMAT!r}")
+        self.federation: str = meta.get("federation", "")
+        self._nodes = SqliteNodeStore(conn, create=False)
+        size = 0 if row[0] is None else int(row[0]) + 1
+        self._tree = MerkleTree(self._nodes, size=size)
+
+    # -- reading --------------------------------------------------------------------------------
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The SQLite connection (autocommit mode); for read queries."""
+        return self._conn
+
+    @property
+    def size(self) -> int:
+        """Number of entries."""
+        return self._tree.size
+
+    @property
+    def tree(self) -> MerkleTree:
+        """The Merkle tree over the stored nodes."""
+        return self._tree
+
+    def __len__(self) -> int:
+        return self._tree.size
+
+    def root(self, size: int | None = None) -> bytes:
+        """Merkle root of the first ``size`` entries (all when ``None``)."""
+        return self._tree.root(size)
+
+    def record(self, seq: int) -> bytes:
+        """The stored record of entry ``seq``.
+
+        Raises
+        ------
+        KeyError
+            If there is no such entry.
+        """
+        row = self._conn.execute("SELECT record FROM entries WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise KeyError(seq)
+        return bytes(row[0])
+
+    def entry(self, seq: int) -> SignedEntry:
+        """Entry ``seq`` parsed (its signature is not checked here)."""
+        return SignedEntry.from_record(self.record(seq))
+
+    def records(self, start: int = 0, stop: int | None = None, *, batch: int = 4096) -> Iterator[tuple[int, bytes]]:
+        """``(seq, record)`` pairs for ``start <= seq < stop``, in order, read in batches."""
+        stop = self.size if stop is None else stop
+        position = start
+        while position < stop:
+            upper = min(stop, position + batch)
+            rows = self._conn.execute(
+                "SELECT seq, record FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq", (position, upper)
+            ).fetchall()
+            for seq, record in rows:
+                yield int(seq), bytes(record)
+            position = upper
+
+    def select(self, *, kind: str | None = None, round: int | None = None) -> Iterator[SignedEntry]:
+        """Entries of a ``kind`` and/or ``round`` via the index columns, in log order (parsed, not verified)."""
+        clauses: list[str] = []
+        params: list[str | int] = []
+        if kind is not None:
+            clauses.append("kind = ?")
+            params.append(kind)
+        if round is not None:
+            clauses.append("round = ?")
+            params.append(round)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        query = f"SELECT record FROM entries{where} ORDER BY seq"
+        for (record,) in self._conn.execute(query, params):
+            yield SignedEntry.from_record(bytes(record))
+
+    def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
+        """Audit path of entry ``index`` in the tree of the first ``size`` entries."""
+        return self._tree.inclusion_proof(index, size)
+
+    def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        """Consistency proof between the first ``old_size`` and the first ``new_size`` entries."""
+        return self._tree.consistency_proof(old_size, new_size)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """All checkpoints with their cosignatures, oldest first."""
+        cosigs: dict[int, list[Cosignature]] = {}
+        for checkpoint_id, member, key, signature in self._conn.execute(
+            "SELECT checkpoint, member, key, signature FROM cosignatures ORDER BY checkpoint, member"
+        ):
+            cosigs.setdefault(int(checkpoint_id), []).append(Cosignature(member, bytes(key), bytes(signature)))
+        out = []
+        for checkpoint_id, head, signer, key, signature in self._conn.execute(
+            "SELECT id, head, signer, key, signature FROM checkpoints ORDER BY id"
+        ):
+            out.append(
+                Checkpoint(
+                    TreeHead.decode(bytes(head)),
+                    signer,
+                    bytes(key),
+                    bytes(signature),
+                    tuple(cosigs.get(int(checkpoint_id), ())),
+                )
+            )
+        return out
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The most recent checkpoint, if any."""
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    # -- writing --------------------------------------------------------------------------------
+    def append(self, signed: SignedEntry) -> int:
+        """Append one signed entry; return its sequence number."""
+        return self.append_many([signed]).start
+
+    def append_many(self, signed: Sequence[SignedEntry]) -> range:
+        """Append signed entries in one transaction (all or none); return their sequence numbers.
+
+        Signatures are not checked here (the writer made them; a replica checks what it receives).
+
+        Raises
+        ------
+        ValueError
+            If an entry's ``seq`` is not the next position, or its federation is not the ledger's.
+        """
+        self._writable()
+        start = self._tree.size
+        rows = []
+        leaves = []
+        for offset, item in enumerate(signed):
+            entry = item.entry
+            if entry.seq != start + offset:
+                raise ValueError(f"entry seq {entry.seq} is not the next position {start + offset}")
+            if entry.federation != self.federation:
+                raise ValueError(f"entry {entry.seq} is for federation {entry.federation!r}, not {self.federation!r}")
+            rows.append((entry.seq, item.record, entry.kind, entry.author, entry.round))
+            leaves.append(leaf_hash(item.record))
+        if not rows:
+            return range(start, start)
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT INTO entries(seq, record, kind, author, round) VALUES (?, ?, ?, ?, ?)", rows)
+            indices = self._tree.extend(leaves)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._tree = MerkleTree(self._nodes, size=start)
+            raise
+        return indices
+
+    def add_checkpoint(self, checkpoint: Checkpoint) -> int:
+        """Store a checkpoint of this log (signature and root checked); return its id.
+
+        Raises
+        ------
+        VerificationError
+            If its federation, size or root do not match this log, or its signature does not verify.
+        """
+        self._writable()
+        head = checkpoint.head
+        if head.federation != self.federation:
+            raise VerificationError(f"checkpoint is for federation {head.federation!r}, not {self.federation!r}")
+        if head.size > self.size:
+            raise VerificationError(f"checkpoint of size {head.size} is beyond the log's {self.size} entries")
+        if self.root(head.size) != head.root:
+            raise VerificationError(f"checkpoint of size {head.size}: its root is not this log's root at that size")
+        checkpoint.verify_signature()
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = conn.execute(
+                "INSERT INTO checkpoints(size, head, signer, key, signature) VALUES (?, ?, ?, ?, ?)",
+                (head.size, head.encode(), checkpoint.signer, checkpoint.key, checkpoint.signature),
+            )
+            checkpoint_id = int(cursor.lastrowid or 0)
+            self._insert_cosignatures(checkpoint_id, checkpoint.cosignatures)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return checkpoint_id
+
+    def add_cosignatures(self, checkpoint_id: int, cosignatures: Sequence[Cosignature]) -> None:
+        """Add cosignatures to a stored checkpoint (those already present are skipped)."""
+        self._writable()
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._insert_cosignatures(checkpoint_id, cosignatures)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _insert_cosignatures(self, checkpoint_id: int, cosignatures: Sequence[Cosignature]) -> None:
+        self._conn.executemany(
+            "INSERT INTO cosignatures(checkpoint, member, key, signature) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(checkpoint_id, c.member, c.key, c.signature) for c in cosignatures],
+        )
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise PermissionError(f"{self.path} is open read-only")
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Fold the write-ahead log into the database file and close it."""
+        conn = self._conn
+        try:
+            if not self.readonly:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+
+    def __enter__(self) -> LedgerStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
