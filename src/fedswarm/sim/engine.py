@@ -167,7 +167,9 @@ def run_simulation(
     if write_outputs and spec.ledger.enabled:
         from fedswarm.ledger.recorder import LedgerRecorder
 
-        all_observers.append(LedgerRecorder(run_dir / "ledger", spec=spec.ledger, schema=world.schema, member_name=member_name))
+        all_observers.append(
+            LedgerRecorder(run_dir / "ledger", spec=spec.ledger, schema=world.schema, member_name=member_name)
+        )
     if all_observers:
         spec_dict = spec.to_dict()
         start = RunStart(
