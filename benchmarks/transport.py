@@ -6,11 +6,17 @@ Run from the repository root::
     .venv/bin/python benchmarks/transport.py --mb 64 --rounds 5
 
 Prints one JSON line: ``grpc_mb_s`` (update streamed with ``Peer.SubmitUpdate`` between two processes
-over loopback mutual TLS, signed header, 1 MiB chunks, digest checked), ``raw_tls_mb_s`` (the same bytes
-over a plain ``ssl`` socket with the same certificates), their ratio (target >= 0.5), the receiving
-process's peak RSS and its growth while receiving relative to the update size (target <= 2), and the
-per-round overhead of a 10-member ``fedswarm up``-style federation with a tiny model beyond the same
-rounds' compute measured by the in-process simulation (target <= 50 ms). Progress goes to stderr.
+over loopback mutual TLS, signed header, 1 MiB chunks, digest checked, decoded into an array by the
+receiver), ``raw_tls_mb_s`` (the same bytes over a plain ``ssl`` socket with the same certificates), their
+ratio (target >= 0.5); memory: the receiving process's peak RSS (``VmHWM``: its own high-water mark since
+it started, which a ``getrusage`` maximum is not, since that survives ``fork``/``exec`` from the parent),
+its growth while receiving, each relative to the update size (target <= 2), and the sending process's
+growth while streaming beyond the update it holds (a bounded window: a few chunks); and the per-round
+overhead of a 10-member ``fedswarm up`` federation with a tiny model: the median time from one round's
+start to the next's at its coordinator (``started_ms`` in the round records, so the commit and its
+delivery count) less the median compute of the same rounds in the in-process simulation (target <= 50
+ms). ``round_seconds_engine`` is the round engine's own part of a round, for comparison. Progress goes
+to stderr.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ import argparse
 import hashlib
 import json
 import multiprocessing as mp
-import resource
 import socket
 import ssl
 import sys
@@ -40,24 +45,30 @@ from fedswarm.transport.client import PeerClient
 from fedswarm.transport.envelope import EnvelopeVerifier, seal
 from fedswarm.transport.service import PeerService
 from fedswarm.transport.tls import PeerAuthenticator, TlsMaterial, Trust, server_credentials, server_options
-from fedswarm.transport.wire import encode_update, sha256_hex
+from fedswarm.transport.wire import decode_update, encode_update, encoded_update_size, sha256_hex
 
 FED = "0" * 32
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _current_rss_mb() -> float:
+def _status_mb(field: str) -> float:
+    """A ``/proc/self/status`` memory field (``VmRSS``, ``VmHWM``) in MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024.0
-    return 0.0
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak() -> bool:
+    """Reset this process's ``VmHWM`` to its current RSS (Linux ``clear_refs``); ``False`` if not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 class _Sink:
-    """A PeerHandler that accepts any update of the expected size."""
+    """A PeerHandler that accepts any update of the expected size and decodes it, as a coordinator does."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -69,16 +80,18 @@ class _Sink:
     def update_limit(self, message: Any, header: pb.UpdateHeader) -> int:
         return self.limit
 
-    def on_update(self, message: Any, header: pb.UpdateHeader, data: bytearray | None) -> str:
-        self.received = len(data or b"")
-        return "ok"
+    def on_update(
+        self, message: Any, header: pb.UpdateHeader, data: bytes | bytearray | None, *, wait: float | None
+    ) -> pb.Ack:
+        update = decode_update(data or bytearray(), source="benchmark update")
+        self.received = update.nbytes
+        return pb.Ack(detail="ok")
 
     def on_refused(self, method: str, peer: str | None, refusal: Any) -> None:
         print(f"refused: {refusal}", file=sys.stderr)
 
 
 def _grpc_receiver(material: TlsMaterial, parts: dict[str, Any], limit: int, port_q: Any, done_q: Any) -> None:
-    base = _current_rss_mb()
     from fedswarm.crypto.signing import VerifyKey
 
     trust = Trust(
@@ -101,9 +114,10 @@ def _grpc_receiver(material: TlsMaterial, parts: dict[str, Any], limit: int, por
     )  # type: ignore[arg-type,no-untyped-call]
     port = server.add_secure_port("127.0.0.1:0", server_credentials(material))
     server.start()
+    base = _status_mb("VmRSS")
     port_q.put(port)
     done_q.get()
-    done_q.put({"received": sink.received, "peak_rss_mb": _rss_mb(), "base_rss_mb": base})
+    done_q.put({"received": sink.received, "peak_rss_mb": _status_mb("VmHWM"), "base_rss_mb": base})
     server.stop(None)
 
 
@@ -153,11 +167,7 @@ def stream_benchmark(mb: int) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     with tempfile.TemporaryDirectory() as tmp:
         recv_mat, send_mat, trust, signing, files = _materials(Path(tmp))
-        update = np.random.default_rng(0).standard_normal(mb * (1 << 20) // 8)
-        data = encode_update(update)
-        del update
-        size = len(data)
-        print(f"streaming {size / 1e6:.0f} MB over gRPC mutual TLS ...", file=sys.stderr)
+        size = encoded_update_size(mb * (1 << 20) // 8)
         port_q, done_q = ctx.Queue(), ctx.Queue()
         parts = {
             "ca": trust.ca.pem,
@@ -165,15 +175,23 @@ def stream_benchmark(mb: int) -> dict[str, Any]:
             "fingerprints": dict(trust.fingerprints),
             "key": trust.keys["sender"].hex,
         }
+        # the receiver starts before this process builds the update: nothing large is inherited
         proc = ctx.Process(target=_grpc_receiver, args=(recv_mat, parts, size + 1, port_q, done_q))
         proc.start()
         port = port_q.get(timeout=60)
+        data = encode_update(np.random.default_rng(0).standard_normal(mb * (1 << 20) // 8))
+        assert len(data) == size
+        print(f"streaming {size / 1e6:.0f} MB over gRPC mutual TLS ...", file=sys.stderr)
         client = PeerClient("receiver", f"127.0.0.1:{port}", send_mat, max_message_bytes=4 << 20, keepalive_seconds=20)
         header = pb.UpdateHeader(attempt=1, base_digest="0" * 64, update_digest=sha256_hex(data), update_size=size)
         client.healthy(timeout=5)
+        envelope = seal(header, key=signing, sender="sender", federation_id=FED, round=1)
+        sender_before = _status_mb("VmRSS")
+        sender_reset = _reset_peak()
         t0 = time.perf_counter()
-        client.submit_update(seal(header, key=signing, sender="sender", federation_id=FED, round=1), data, timeout=600)
+        client.submit_update(envelope, data, timeout=600)
         grpc_s = time.perf_counter() - t0
+        sender_peak = _status_mb("VmHWM")
         client.close()
         done_q.put("done")
         time.sleep(0.2)
@@ -200,8 +218,10 @@ def stream_benchmark(mb: int) -> dict[str, Any]:
             tls_s = time.perf_counter() - t0
         tls_stats = done_q.get(timeout=60)
         proc.join(30)
-    assert grpc_stats["received"] == size and tls_stats["received"] == size
+    update_bytes = mb * (1 << 20)
+    assert grpc_stats["received"] == update_bytes and tls_stats["received"] == size
     grpc_rate, tls_rate = size / 1e6 / grpc_s, size / 1e6 / tls_s
+    update_mib = size / (1 << 20)
     return {
         "update_mb": round(size / 1e6, 1),
         "grpc_mb_s": round(grpc_rate, 1),
@@ -209,9 +229,10 @@ def stream_benchmark(mb: int) -> dict[str, Any]:
         "throughput_ratio": round(grpc_rate / tls_rate, 3),
         "receiver_peak_rss_mb": round(grpc_stats["peak_rss_mb"], 1),
         "receiver_rss_growth_over_update": round(
-            (grpc_stats["peak_rss_mb"] - grpc_stats["base_rss_mb"]) / (size / (1 << 20)), 3
+            (grpc_stats["peak_rss_mb"] - grpc_stats["base_rss_mb"]) / update_mib, 3
         ),
-        "receiver_peak_rss_over_update": round(grpc_stats["peak_rss_mb"] / (size / (1 << 20)), 3),
+        "receiver_peak_rss_over_update": round(grpc_stats["peak_rss_mb"] / update_mib, 3),
+        "sender_rss_growth_while_streaming_mb": round(sender_peak - sender_before, 1) if sender_reset else None,
     }
 
 
@@ -234,14 +255,19 @@ def round_overhead(members: int, rounds: int) -> dict[str, Any]:
         print(f"{members}-member federation over the network, {rounds} rounds ...", file=sys.stderr)
         fed = run_local_federation(spec, out_dir=Path(tmp) / "up", timeout=600)
         records = fed.history()
-        net = [float(r["seconds"]) for r in records[1:]]  # round 1 includes connection set-up
+        starts = [int(r["started_ms"]) for r in records]
+        # round 1 includes connection set-up: periods from round 2 on, each up to the next round's start
+        period = float(np.median(np.diff(starts[1:]))) / 1000.0
+        engine = float(np.median([float(r["seconds"]) for r in records[1:]]))
         sim = run_simulation(spec, out_dir=Path(tmp) / "sim", write_outputs=False).history
-        compute = [float(r["seconds"]) for r in sim[1:]]
+        compute = float(np.median([float(r["seconds"]) for r in sim[1:]]))
     return {
         "members": members,
-        "round_seconds_network": round(float(np.median(net)), 4),
-        "round_seconds_compute": round(float(np.median(compute)), 4),
-        "round_overhead_ms": round(1000 * (float(np.median(net)) - float(np.median(compute))), 2),
+        "rounds": rounds,
+        "round_seconds_network": round(period, 4),
+        "round_seconds_engine": round(engine, 4),
+        "round_seconds_compute": round(compute, 4),
+        "round_overhead_ms": round(1000 * (period - compute), 2),
     }
 
 
@@ -249,7 +275,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=256, help="update size in MiB")
     parser.add_argument("--members", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
     result = {"benchmark": "transport", **stream_benchmark(args.mb), **round_overhead(args.members, args.rounds)}
     print(json.dumps(result, separators=(",", ":")))

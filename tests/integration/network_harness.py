@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
+from fedswarm.node.persist import read_history
 from fedswarm.node.provisioning import provision_from_spec
 from fedswarm.node.up import LocalFederation, free_ports
 from fedswarm.spec.schema import Spec, load_spec
@@ -98,8 +98,7 @@ def all_done(fed: LocalFederation, rounds: int) -> bool:
 
 
 def history(fed: LocalFederation, name: str) -> list[dict[str, Any]]:
-    path = fed.state_dir(name) / "history.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    return read_history(fed.state_dir(name))
 
 
 def log_text(fed: LocalFederation, name: str) -> str:

@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import functools
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from fedswarm.codec import tensors
 from fedswarm.core.errors import ConfigurationError, FedswarmError
 from fedswarm.core.parameters import Parameters
 from fedswarm.node.kit import Kit, load_kit
@@ -46,7 +46,8 @@ from fedswarm.transport._generated.fedswarm.v1 import federation_pb2 as pb
 from fedswarm.transport._generated.fedswarm.v1 import federation_pb2_grpc as pb_grpc
 from fedswarm.transport.client import PeerError
 from fedswarm.transport.envelope import EnvelopeVerifier, MessageRefused, RoundCheck, Verified, open_body
-from fedswarm.transport.service import AuthInterceptor, PeerService
+from fedswarm.transport.loopback import loopback_client
+from fedswarm.transport.service import Assignment, AuthInterceptor, PeerService
 from fedswarm.transport.tls import PeerAuthenticator, server_credentials, server_options
 from fedswarm.transport.wire import config_from_wire
 
@@ -145,8 +146,11 @@ class NodeDaemon:
             store=self.store,
             network=self.network,
             on_phase=self._worker_phase,
+            on_reply=self.on_reply,
         )
+        self._writer = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
         self._server: grpc.Server | None = None
+        self._service = PeerService(self, verifier=self.verifier, authenticator=self.authenticator)
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self.port = 0
         from fedswarm.node.lead import Leadership
@@ -158,6 +162,10 @@ class NodeDaemon:
         progress = self.store.progress(job=self.job)
         if progress is not None:
             log.info("%s resumes after round %d (model %s)", self.me, progress.round, progress.model_digest[:16])
+            if progress.commit and progress.round not in self.store.history_rounds():
+                commit = open_body(pb.Envelope.FromString(bytes.fromhex(progress.commit)), pb.Commit)
+                if commit.record_json:  # killed between saving the progress and appending the history
+                    self.store.append_history(json.loads(commit.record_json))
             return progress
         model_digest, _ = self.store.put_parameters(self.world.initial)
         state = self.leadership_state_blob()
@@ -180,9 +188,8 @@ class NodeDaemon:
                 max_message_bytes=self.settings.max_message_bytes, keepalive_seconds=self.settings.keepalive
             ),
         )
-        pb_grpc.add_PeerServicer_to_server(  # type: ignore[no-untyped-call]
-            PeerService(self, verifier=self.verifier, authenticator=self.authenticator), server
-        )
+        pb_grpc.add_PeerServicer_to_server(self._service, server)  # type: ignore[no-untyped-call]
+        self.network.set_loopback(loopback_client(self.me, self._service, cert_pem=self.kit.tls_certificate.pem))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         try:
             from grpc_reflection.v1alpha import reflection
@@ -235,6 +242,7 @@ class NodeDaemon:
             self._server.stop(grace=5.0).wait(6.0)
             self._server = None
         self.worker.stop()
+        self._writer.shutdown(wait=True)  # the rounds adopted so far are on disk before the node exits
         self.network.close()
         self.world.runtime.state_store.close()
         for observer in self.observers:
@@ -263,6 +271,7 @@ class NodeDaemon:
             self.authenticator.update(trust)
             self.roster = Roster.build(kit.manifest, self.spec)
             self.network.set_addresses(trust.addresses)
+            self.network.set_loopback(loopback_client(self.me, self._service, cert_pem=kit.tls_certificate.pem))
             log.info(
                 "kit reloaded: manifest version %d, CRL %d, %d members",
                 trust.version,
@@ -305,18 +314,43 @@ class NodeDaemon:
             self.set_phase(phase)  # type: ignore[arg-type]
 
     def wait_commit(self, rnd: int, timeout: float) -> bool:
-        """Wait until round ``rnd`` is committed (``True``) or ``timeout`` passes or the node stops."""
+        """Wait until round ``rnd`` is committed (``True``) or ``timeout`` passes, the node stops, or a peer
+        showed that this node fell behind (:meth:`want_catch_up`)."""
         end = time.monotonic() + timeout
         with self._cond:
-            while self._progress.round < rnd and not self._stop.is_set():
+            while self._progress.round < rnd and not self._stop.is_set() and not self._catchup_wanted.is_set():
                 left = end - time.monotonic()
                 if left <= 0:
                     return False
                 self._cond.wait(min(left, 0.5))
             return self._progress.round >= rnd
 
-    def apply_commit(self, envelope: pb.Envelope, body: pb.Commit, *, leader: str) -> None:
-        """Persist a verified commit whose blobs are stored, and wake whoever waits for it."""
+    def want_catch_up(self) -> None:
+        """Note that a peer is ahead of this node, and wake the loop that catches up."""
+        self._catchup_wanted.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def apply_commit(
+        self,
+        envelope: pb.Envelope,
+        body: pb.Commit,
+        *,
+        leader: str,
+        then: Callable[[], None] | None = None,
+        background: bool = False,
+    ) -> cf.Future[None] | None:
+        """Adopt a verified commit whose blobs are stored, wake whoever waits for it, and persist it.
+
+        The new progress is in place (``then`` runs, e.g. to queue the next round's work) before it is
+        written: the blobs are flushed to disk, then the progress is replaced (flushed too), then the
+        history appended, so the progress on disk only ever names blobs that are on disk. The method
+        returns once that is done, or at once with ``background``: the writes go to one thread, in order,
+        and the returned future tells when they are done (``None``: done already, or nothing to do). A
+        member following a leader does not wait for it: a crash loses at most the rounds not yet written,
+        which the member catches up from its peers when it restarts; a leader waits for it before its
+        commit leaves the node.
+        """
         rnd = int(envelope.round)
         progress = Progress(
             job=self.job,
@@ -328,21 +362,50 @@ class NodeDaemon:
         )
         with self._cond:
             if rnd <= self._progress.round:
-                return
-            self.store.save_progress(progress)
-            if body.record_json:
-                self.store.append_history(json.loads(body.record_json))
+                return None
             self._progress = progress
             self._round_started = time.monotonic()
             self._cond.notify_all()
-        self.store.prune({body.model_digest, body.state_digest, body.previous_digest})
+        if then is not None:
+            then()
+        record = json.loads(body.record_json) if body.record_json else None
+        keep = {body.model_digest, body.state_digest, body.previous_digest}
+        written = None
+        if background:
+            written = self._writer.submit(self._persist, progress, record, keep)
+        else:
+            self._persist(progress, record, keep)
         log.info("round %d committed by %s: model %s", rnd, leader, body.model_digest[:16])
         if self.finished:
             self.set_phase("finished")
+        return written
 
-    def fetch_blob(self, peer: str, digest: str, size: int, rnd: int) -> None:
-        """Make sure blob ``digest`` is stored, fetching it from ``peer``."""
+    def _persist(self, progress: Progress, record: dict[str, object] | None, keep: set[str]) -> None:
+        try:
+            blobs = (progress.model_digest, progress.state_digest)
+            self.store.write_staged(blobs)
+            self.store.sync(blobs, progress=False)
+            self.store.save_progress(progress)
+            if record is not None:
+                self.store.append_history(record)
+            self.store.prune(keep)
+        except OSError as exc:  # the round stays adopted in memory; a restart catches it up from peers
+            log.error("cannot write round %d to %s: %s", progress.round, self.store.directory, exc)
+
+    def fetch_blob(self, peer: str, digest: str, size: int, rnd: int, *, inline: bytes | None = None) -> None:
+        """Make sure blob ``digest`` is stored: from ``inline`` (bytes already checked against it), else from ``peer``.
+
+        Raises
+        ------
+        MessageRefused
+            The peer sent other bytes than announced.
+        PeerError
+            The fetch failed.
+        """
         if self.store.has(digest):
+            return
+        if inline is not None:
+            self.store.stage(inline, digest=digest)  # written and flushed by apply_commit
             return
         envelope = self.network.seal(pb.FetchRequest(digest=digest), round=rnd)
         data = self.network.client(peer).fetch(
@@ -351,7 +414,7 @@ class NodeDaemon:
             limit=min(size, self.settings.max_model_bytes),
             timeout=max(60.0, self.settings.rpc_timeout),
         )
-        self.store.put(data, digest=digest)
+        self.store.put(data, digest=digest, durable=False)  # flushed by apply_commit
 
     # PeerHandler ----------------------------------------------------------------------------------
     def round_check(self, kind: str) -> RoundCheck | None:
@@ -366,7 +429,7 @@ class NodeDaemon:
         if rnd == current + 1:
             return None
         if rnd > current + 1:
-            self._catchup_wanted.set()
+            self.want_catch_up()
             return f"round {rnd} is ahead of this node, which committed round {current} (catching up)"
         return f"round {rnd} is already committed here (this node is at round {current})"
 
@@ -378,8 +441,15 @@ class NodeDaemon:
             return f"this node is coordinating round {slot.round}, not {rnd}"
         return None
 
-    def on_assign(self, message: Verified, body: pb.Assign) -> str:
-        self.network.mark(message.sender, ok=True)
+    def on_assign(self, assignment: Assignment) -> str:
+        self.network.mark(assignment.message.sender, ok=True)
+        self.worker.enqueue(self._job(assignment))
+        return "queued"
+
+    def _job(self, assignment: Assignment, *, model: bytes | None = None) -> Job:
+        """The work an assignment asks for (``model``: the model's checked bytes, if they came otherwise)."""
+        message, body = assignment.message, assignment.body
+        model = assignment.model if assignment.model is not None else model
         if body.spec_digest != self.job:
             raise MessageRefused(
                 "unexpected",
@@ -391,17 +461,16 @@ class NodeDaemon:
         if body.work == pb.WORK_FIT:
             job = Job(
                 "fit", message.round, int(body.attempt), message.sender, body.model_digest, int(body.model_size),
-                config_from_wire(body.config), body.deadline_ms / 1000.0,
+                config_from_wire(body.config), body.deadline_ms / 1000.0, model,
             )  # fmt: skip
         elif body.work == pb.WORK_EVALUATE:
             job = Job(
                 "evaluate", message.round, int(body.attempt), message.sender, body.model_digest, int(body.model_size),
-                None, body.deadline_ms / 1000.0,
+                None, body.deadline_ms / 1000.0, model,
             )  # fmt: skip
         else:
             raise MessageRefused("malformed", f"assignment from {message.sender} has no work")
-        self.worker.enqueue(job)
-        return "queued"
+        return job
 
     def update_limit(self, message: Verified, header: pb.UpdateHeader) -> int:
         limit = self.settings.max_model_bytes
@@ -417,20 +486,57 @@ class NodeDaemon:
         self.driver.update_slot(message.sender, message.round, header)
         return limit
 
-    def on_update(self, message: Verified, header: pb.UpdateHeader, data: bytearray | None) -> str:
+    def on_update(
+        self, message: Verified, header: pb.UpdateHeader, data: bytes | bytearray | None, *, wait: float | None
+    ) -> pb.Ack:
         self.network.mark(message.sender, ok=True)
-        return self.driver.accept_update(message.sender, message.round, header, data)
+        return self._delivery(
+            message.sender, wait, lambda: self.driver.accept_update(message.sender, message.round, header, data)
+        )
 
-    def on_evaluation(self, message: Verified, body: pb.EvaluationReport) -> str:
+    def on_evaluation(self, message: Verified, body: pb.EvaluationReport, *, wait: float | None) -> pb.Ack:
         self.network.mark(message.sender, ok=True)
-        return self.driver.accept_evaluation(message.sender, message.round, body)
+        return self._delivery(
+            message.sender, wait, lambda: self.driver.accept_evaluation(message.sender, message.round, body)
+        )
 
-    def on_commit(self, message: Verified, body: pb.Commit) -> str:
+    def _delivery(self, sender: str, wait: float | None, accept: Callable[[], str]) -> pb.Ack:
+        """Accept a member's reply, then wait (up to ``wait`` seconds) for this node's next message to it."""
+        s = self.settings
+        limit = s.round_timeout + s.evaluate_timeout + s.rpc_timeout if wait is None else wait
+        if limit < 0.1:
+            return pb.Ack(detail=accept())
+        outbox = self.driver.outbox
+        ticket = outbox.enter(sender)  # before the reply is in: the coordinator acts once all are
+        try:
+            detail = accept()
+        except BaseException:
+            outbox.leave(ticket)
+            raise
+        reply = outbox.wait(ticket, timeout=limit, stop=self._stop)
+        reply.detail = detail
+        return reply
+
+    def on_reply(self, peer: str, reply: pb.Ack) -> None:
+        """Handle the message a reply from ``peer`` carries (in the worker's thread: it queues work, and a
+        commit's writes go to the writer thread)."""
+        if not (reply.HasField("assign") or reply.HasField("commit")):
+            return
+        try:
+            self._service.accept_reply(peer, reply)
+        except MessageRefused:
+            pass  # logged and counted by on_refused
+        except Exception:
+            log.exception("handling the message in a reply from %s failed", peer)
+
+    def on_commit(
+        self, message: Verified, body: pb.Commit, model: bytes | None, state: bytes | None, next: Assignment | None
+    ) -> str:
         sender, rnd = message.sender, message.round
         self.network.mark(sender, ok=True)
         progress = self.progress
         if body.previous_digest != progress.model_digest:
-            self._catchup_wanted.set()
+            self.want_catch_up()
             raise MessageRefused(
                 "unexpected",
                 f"commit of round {rnd} by {sender} builds on model {body.previous_digest[:16]}, but this node's "
@@ -444,15 +550,23 @@ class NodeDaemon:
         if refusal is not None:
             log.error("refusing the aggregate of round %d from %s: %s", rnd, sender, refusal)
             raise MessageRefused("unexpected", f"{self.me} refuses the aggregate of round {rnd}: {refusal}")
+        job: Job | None = None
+        if next is not None:
+            if self.topology != "star":
+                raise MessageRefused("unexpected", f"commit of round {rnd} by {sender}: only a star aggregator "
+                                     "sends the next assignment with a commit")  # fmt: skip
+            same_model = next.body.model_digest == body.model_digest
+            job = self._job(next, model=model if same_model else None)
         try:
-            self.fetch_blob(sender, body.model_digest, int(body.model_size), rnd)
-            self.fetch_blob(sender, body.state_digest, int(body.state_size), rnd)
+            self.fetch_blob(sender, body.model_digest, int(body.model_size), rnd, inline=model)
+            self.fetch_blob(sender, body.state_digest, int(body.state_size), rnd, inline=state)
         except (PeerError, FedswarmError) as exc:
             raise MessageRefused(
                 "unexpected", f"commit of round {rnd}: cannot fetch its blobs from {sender}: {exc}"
             ) from None
-        self.apply_commit(message.envelope, body, leader=sender)
-        return f"round {rnd} committed"
+        queue = None if job is None else functools.partial(self.worker.enqueue, job)
+        self.apply_commit(message.envelope, body, leader=sender, then=queue, background=True)
+        return f"round {rnd} committed" + ("" if next is None else f", round {rnd + 1} queued")
 
     def open_blob(self, digest: str) -> tuple[int, Iterator[bytes]] | None:
         try:
@@ -552,7 +666,7 @@ class NodeDaemon:
 
     def model(self) -> Parameters:
         """The last committed global model."""
-        return tensors.decode(self.store.blob_path(self.progress.model_digest).read_bytes())
+        return self.store.parameters(self.progress.model_digest)
 
     def peers_in_order(self, rnd: int) -> list[str]:
         """Swarm leader order for round ``rnd`` over the current members."""

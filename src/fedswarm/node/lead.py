@@ -8,8 +8,10 @@
   the next one takes over when it is unreachable or its time slot ran out.
 
 A leader delivers the round engine's exchanges (:class:`~fedswarm.node.roundloop.ExchangeDriver`),
-stores the new model and strategy state, and sends a signed commit to every member; members check it
-(previous model, leader's turn, their own update among the declared inputs) before adopting it.
+stores the new model and strategy state, and sends a signed commit to every member (with the model and
+state inline when they are small); members check it (previous model, leader's turn, their own update
+among the declared inputs) before adopting it. A star aggregator sends each commit together with the
+next round's fit assignments (:meth:`~fedswarm.node.roundloop.ExchangeDriver.hold`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-import grpc
 import numpy as np
 
 from fedswarm.codec import canonical
@@ -28,12 +29,12 @@ from fedswarm.core.errors import FedswarmError, RoundAborted
 from fedswarm.core.parameters import Parameters
 from fedswarm.node.leader import takeover_rank
 from fedswarm.node.records import outcome_record
-from fedswarm.node.roundloop import summarize_inputs
+from fedswarm.node.roundloop import PendingCommit, commit_recipients, summarize_inputs
 from fedswarm.rounds.coordinator import Coordinator
 from fedswarm.rounds.observer import RunStart
 from fedswarm.spec.build import build_strategy
 from fedswarm.transport._generated.fedswarm.v1 import federation_pb2 as pb
-from fedswarm.transport.client import PeerError
+from fedswarm.transport.blobs import inline_limit
 
 if TYPE_CHECKING:
     from fedswarm.node.daemon import NodeDaemon
@@ -110,7 +111,10 @@ class Leadership:
         node = self.node
         if node.topology == "star" and node.me == node.roster.aggregator:
             self._gather()
-            self._star_lead()
+            try:
+                self._star_lead()
+            finally:
+                node.driver.flush()
         elif node.topology == "star":
             node.catch_up()
             self._follow()
@@ -191,6 +195,7 @@ class Leadership:
         spec = node.spec
         self._attempt += 1
         self._leading = rnd
+        started_ms = int(time.time() * 1000)
         node.set_phase("leading")
         try:
             progress = node.progress
@@ -211,21 +216,30 @@ class Leadership:
         except RoundAborted as exc:
             log.warning("round %d aborted: %s", rnd, exc)
             node.set_error(str(exc))
+            node.driver.outbox.release_all()
             return False
         except FedswarmError as exc:
             log.error("round %d failed: %s", rnd, exc)
             node.set_error(str(exc))
+            node.driver.outbox.release_all()
             return False
         finally:
             self._leading = None
             node.set_phase("idle")
+            node.driver.flush()  # a held commit that did not go out with this round's fit assignments
         if node.progress.round >= rnd:
             log.warning("round %d: committed by another leader meanwhile; dropping this attempt", rnd)
+            node.driver.outbox.release_all()
             return False
         store = node.store
-        model_digest, model_size = store.put_parameters(outcome.parameters)
-        state_digest, state_size = store.put_parameters(Parameters(self.strategy.state_dict()))
-        record = outcome_record(outcome, leader=node.me, model_digest=model_digest)
+        model = tensor_codec.encode(outcome.parameters)
+        state = tensor_codec.encode(Parameters(self.strategy.state_dict()))
+        model_digest, model_size = store.put(model, durable=False), len(model)  # flushed by apply_commit
+        state_digest, state_size = store.put(state, durable=False), len(state)
+        record = outcome_record(outcome, leader=node.me, model_digest=model_digest, started_ms=started_ms)
+        limit = inline_limit(node.settings.chunk_bytes)
+        inline_model = model_size <= limit
+        inline_state = state_size + (model_size if inline_model else 0) <= limit
         body = pb.Commit(
             attempt=self._attempt,
             previous_digest=progress.model_digest,
@@ -237,8 +251,20 @@ class Leadership:
             record_json=json.dumps(record, separators=(",", ":")),
         )
         envelope = node.network.seal(body, round=rnd)
-        node.apply_commit(envelope, body, leader=node.me)
-        self._broadcast(rnd, envelope, size=model_size + state_size)
+        written = node.apply_commit(envelope, body, leader=node.me, background=True)  # waited for before sending
+        pending = PendingCommit(
+            round=rnd,
+            envelope=envelope,
+            model=model if inline_model else b"",
+            state=state if inline_state else b"",
+            timeout=node.settings.rpc_timeout + (model_size + state_size) / 20e6,  # members may fetch blobs
+            recipients=commit_recipients(sorted(node.roster.current), me=node.me, reachable=node.network.reachable),
+            written=written,
+        )
+        if node.topology == "star" and not node.finished and not node.stopping.is_set():
+            node.driver.hold(pending)  # goes out with the next round's fit assignments
+        else:
+            node.driver.send_commit(pending)
         for observer in node.observers:
             observer.on_round(outcome, model=outcome.parameters, model_digest=model_digest)
         if node.finished:
@@ -246,25 +272,3 @@ class Leadership:
             for observer in node.observers:
                 observer.on_finish(summary)
         return True
-
-    def _broadcast(self, rnd: int, envelope: pb.Envelope, *, size: int) -> None:
-        """Send the commit to every reachable member; the others catch up when they return."""
-        node = self.node
-        timeout = node.settings.rpc_timeout + size / 20e6  # members may fetch the blobs inside the call
-        calls = {}
-        for name in sorted(node.roster.current):
-            if name == node.me or not node.network.reachable(name):
-                continue
-            try:
-                calls[name] = node.network.client(name).commit_async(envelope, timeout=timeout)
-            except KeyError:
-                continue
-        for name, call in calls.items():
-            try:
-                call.result()
-                node.network.mark(name, ok=True)
-            except grpc.RpcError as exc:
-                error = PeerError.from_rpc(name, "Commit", exc)
-                if error.unreachable:
-                    node.network.mark(name, ok=False, error=error.detail)
-                log.warning("round %d: commit not taken by %s: %s", rnd, name, error)

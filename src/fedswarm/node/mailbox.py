@@ -93,9 +93,14 @@ class Mailbox:
         if member in self._replies:
             raise MessageRefused("unexpected", f"{who} already delivered its {slot.kind} for round {slot.round}")
 
-    def fail(self, member: int, reason: str) -> None:
-        """Record a dropout for an expected member that has not replied (e.g. the assignment failed)."""
+    def fail(self, member: int, reason: str, *, slot: Slot | None = None) -> None:
+        """Record a dropout for an expected member that has not replied (e.g. the assignment failed).
+
+        With ``slot``, only while that exchange is the open one (a late failure of an earlier call is ignored).
+        """
         with self._cond:
+            if slot is not None and slot != self._slot:
+                return
             if member in self._expected and member not in self._replies:
                 self._replies[member] = Dropout(reason)
                 self._cond.notify_all()

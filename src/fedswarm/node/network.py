@@ -3,6 +3,12 @@
 Reachability is learned, not polled in sweeps: a failed call marks a peer unreachable, any message
 from it (or a successful call) marks it reachable again, and a background thread re-probes only the
 peers currently marked unreachable (the standard gRPC health check) every ``probe_interval``.
+
+Calls to many peers at once (a coordinator's assignments and commits) run as blocking calls on one
+persistent pool of threads (:meth:`Network.call_each`, or :meth:`Network.call_each_async` when the caller
+only needs to hear about failures): no thread is started per call or per round.
+Calls to this node itself go through its loopback client (:mod:`fedswarm.transport.loopback`), with the
+same checks and without a socket.
 """
 
 from __future__ import annotations
@@ -11,21 +17,24 @@ import concurrent.futures as cf
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from google.protobuf.message import Message
 
 from fedswarm.crypto.signing import SigningKey
 from fedswarm.spec.network import NetworkSpec
 from fedswarm.transport._generated.fedswarm.v1 import federation_pb2 as pb
-from fedswarm.transport.client import PeerClient
+from fedswarm.transport.client import PeerClient, PeerError
 from fedswarm.transport.envelope import seal
 from fedswarm.transport.tls import TlsMaterial
 
 __all__ = ["Network", "PeerHealth"]
 
 log = logging.getLogger("fedswarm.node")
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,9 +65,11 @@ class Network:
         self._material = material
         self._addresses = dict(addresses)
         self._clients: dict[str, PeerClient] = {}
+        self._loopback: PeerClient | None = None
         self._health: dict[str, PeerHealth] = {}
         self._lock = threading.Lock()
         self._pool = cf.ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
+        self._calls = cf.ThreadPoolExecutor(max_workers=max(8, min(64, len(addresses))), thread_name_prefix="call")
         self._stop = threading.Event()
         self._prober = threading.Thread(target=self._reprobe_loop, name="reprobe", daemon=True)
 
@@ -68,6 +79,7 @@ class Network:
     def close(self) -> None:
         self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._calls.shutdown(wait=False, cancel_futures=True)
         with self._lock:
             for client in self._clients.values():
                 client.close()
@@ -77,6 +89,11 @@ class Network:
     def seal(self, body: Message, *, round: int) -> pb.Envelope:
         """Sign ``body`` as this node for ``round``."""
         return seal(body, key=self._key, sender=self.me, federation_id=self.federation_id, round=round)
+
+    def set_loopback(self, client: PeerClient) -> None:
+        """Route calls to this node itself through ``client`` (see :func:`fedswarm.transport.loopback.loopback_client`)."""
+        with self._lock:
+            self._loopback = client
 
     def set_addresses(self, addresses: Mapping[str, str]) -> None:
         """Install the addresses of a reloaded manifest (channels to moved or removed peers are closed)."""
@@ -90,6 +107,8 @@ class Network:
     # channels -------------------------------------------------------------------------------------
     def client(self, name: str) -> PeerClient:
         with self._lock:
+            if name == self.me and self._loopback is not None and name in self._addresses:
+                return self._loopback
             client = self._clients.get(name)
             if client is None:
                 address = self._addresses.get(name)
@@ -105,6 +124,49 @@ class Network:
                 )
                 self._clients[name] = client
             return client
+
+    def call_each(
+        self, names: Iterable[str], call: Callable[[PeerClient], T], *, method: str
+    ) -> dict[str, T | PeerError]:
+        """Run ``call`` on the client of every peer in ``names`` at once and wait for all of them.
+
+        Returns each peer's result, or the :class:`PeerError` its call raised (``NOT_FOUND`` for a name
+        that is not a current member). Peers that answer are marked reachable, those that cannot be
+        reached unreachable.
+        """
+        futures = {name: self._calls.submit(self._one, name, call, method) for name in names}
+        return {name: future.result() for name, future in futures.items()}
+
+    def call_each_async(
+        self,
+        names: Iterable[str],
+        call: Callable[[PeerClient], T],
+        *,
+        method: str,
+        on_done: Callable[[str, T | PeerError], None],
+    ) -> None:
+        """Like :meth:`call_each`, without waiting: ``on_done(name, result)`` runs as each call ends."""
+
+        def run(name: str) -> None:
+            on_done(name, self._one(name, call, method))
+
+        for name in names:
+            self._calls.submit(run, name)
+
+    def _one(self, name: str, call: Callable[[PeerClient], T], method: str) -> T | PeerError:
+        try:
+            result = call(self.client(name))
+        except KeyError as exc:
+            return PeerError(name, method, "NOT_FOUND", str(exc))
+        except PeerError as exc:
+            if exc.unreachable:
+                self.mark(name, ok=False, error=exc.detail)
+            return exc
+        except Exception as exc:  # a bug must not leave the caller waiting for this peer until a deadline
+            log.exception("%s to %s failed", method, name)
+            return PeerError(name, method, "INTERNAL", f"{type(exc).__name__}: {exc}")
+        self.mark(name, ok=True)
+        return result
 
     # reachability ---------------------------------------------------------------------------------
     def mark(self, name: str, *, ok: bool, error: str = "") -> None:

@@ -29,12 +29,18 @@ def _back(x: Any) -> float:
     return float("nan") if x is None else float(x)
 
 
-def outcome_record(outcome: RoundOutcome, *, leader: str, model_digest: str) -> dict[str, Any]:
-    """JSON-safe record of ``outcome`` (member ids as decimal strings)."""
+def outcome_record(outcome: RoundOutcome, *, leader: str, model_digest: str, started_ms: int) -> dict[str, Any]:
+    """JSON-safe record of ``outcome`` (member ids as decimal strings).
+
+    ``started_ms`` is the leader's clock (Unix milliseconds) when it started the round: the difference
+    between two rounds' values is the whole round trip, commit included (``seconds`` is only the round
+    engine's part).
+    """
     o = outcome
     rec: dict[str, Any] = {
         "round": o.round,
         "leader": leader,
+        "started_ms": started_ms,
         "model_digest": model_digest,
         "selected": [int(m) for m in o.selected],
         "accepted": [int(m) for m in o.accepted],

@@ -2,8 +2,14 @@
 
 :class:`ExchangeDriver` runs a :meth:`~fedswarm.rounds.coordinator.Coordinator.run_round` generator the
 way the simulation engine's ``drive`` does, but each exchange becomes signed ``Assign`` calls to the
-members (all at once, as futures), and the replies are collected in a :class:`~fedswarm.node.mailbox.Mailbox`
-as members send them back, until every member replied or the exchange's deadline passed. Members that
+members (all at once, on the node's call pool), and the replies are collected in a
+:class:`~fedswarm.node.mailbox.Mailbox` as members send them back, until every member replied or the
+exchange's deadline passed. An evaluation assignment carries a small model inline (members already hold
+the model they train from: the previous round's commit). A commit the node holds back
+(:meth:`ExchangeDriver.hold`, star topology) goes out with the next round's fit assignments, one call per
+member instead of two; :meth:`ExchangeDriver.flush` sends it alone when there are none. A message for a
+member whose delivery call is waiting for it (:class:`~fedswarm.node.outbox.Outbox`) goes back in that
+call's reply instead of as a call of its own. Members that
 cannot be reached, or that stop answering health checks while the coordinator waits, become dropouts
 with the reason; the round engine then completes the round with the survivors or aborts it below
 ``min_members``.
@@ -11,17 +17,19 @@ with the reason; the round engine then completes the round with the survivors or
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
+from fedswarm.codec import tensors
 from fedswarm.core.errors import ConfigurationError
 from fedswarm.node.mailbox import Mailbox, Slot
 from fedswarm.node.network import Network
+from fedswarm.node.outbox import Outbox
 from fedswarm.node.persist import NodeStore
 from fedswarm.rounds.coordinator import RoundGenerator, RoundOutcome
 from fedswarm.rounds.messages import (
@@ -33,13 +41,32 @@ from fedswarm.rounds.messages import (
     FitRequest,
 )
 from fedswarm.transport._generated.fedswarm.v1 import federation_pb2 as pb
-from fedswarm.transport.client import PeerError
+from fedswarm.transport.blobs import inline_limit
+from fedswarm.transport.client import PeerClient, PeerError
 from fedswarm.transport.envelope import MessageRefused
 from fedswarm.transport.wire import config_to_wire, decode_update
 
-__all__ = ["ExchangeDriver"]
+__all__ = ["ExchangeDriver", "PendingCommit", "commit_recipients", "summarize_inputs"]
 
 log = logging.getLogger("fedswarm.node")
+
+
+@dataclass(frozen=True)
+class PendingCommit:
+    """A signed commit this node made, with the blobs that go inline, and who is to receive it."""
+
+    round: int
+    envelope: pb.Envelope
+    model: bytes
+    state: bytes
+    timeout: float
+    recipients: tuple[str, ...]
+    written: cf.Future[None] | None = None  # this node's own writes of the commit, done before it is sent
+
+    def wait_written(self) -> None:
+        """Block until this node has the commit on disk: it leaves the node only then."""
+        if self.written is not None:
+            self.written.result()
 
 
 class ExchangeDriver:
@@ -62,10 +89,35 @@ class ExchangeDriver:
         self.job = job
         self.stop = stop
         self.mailbox = Mailbox(describe=names)
+        self.outbox = Outbox()
         self._lock = threading.Lock()
         self._model_digest = ""
         self._update_digests: dict[int, str] = {}
+        self._pending: PendingCommit | None = None
         self.attempt = 0
+
+    # commits --------------------------------------------------------------------------------------
+    def hold(self, commit: PendingCommit) -> None:
+        """Send ``commit`` with the next fit exchange (or at :meth:`flush`)."""
+        self.flush()
+        self._pending = commit
+
+    def flush(self) -> None:
+        """Send a held commit now, alone."""
+        commit, self._pending = self._pending, None
+        if commit is not None:
+            self.send_commit(commit)
+
+    def send_commit(self, commit: PendingCommit) -> None:
+        """Send ``commit`` to its recipients; those that do not take it catch up later."""
+        commit.wait_written()
+        request = _commit_request(commit)
+        waiting = self.outbox.tickets()
+        pushed = [n for n in commit.recipients if not self.outbox.offer(n, commit=request)]
+        self.outbox.release(waiting)  # nothing more for them from here
+        for name, result in self.network.call_each(pushed, _committer(commit), method="Commit").items():
+            if isinstance(result, PeerError) and result.code != "NOT_FOUND":
+                log.warning("round %d: commit not taken by %s: %s", commit.round, name, result)
 
     # running a round ------------------------------------------------------------------------------
     def drive(self, gen: RoundGenerator, *, attempt: int) -> tuple[RoundOutcome, dict[int, str]]:
@@ -98,15 +150,79 @@ class ExchangeDriver:
         if not exchange.requests:
             return {}
         first = next(iter(exchange.requests.values()))
-        model = first.parameters
-        digest, size = self.store.put_parameters(model)
+        data = tensors.encode(first.parameters)
+        digest, size = self.store.put(data, durable=False), len(data)  # flushed if a commit adopts it
         with self._lock:
             self._model_digest = digest
         slot = Slot(exchange.round, attempt, exchange.kind)
         self.mailbox.open(slot, exchange.requests.keys())
         deadline = time.monotonic() + timeout
         deadline_ms = int((time.time() + timeout) * 1000)
-        calls: dict[int, grpc.Future[pb.Ack]] = {}
+        inline = work == pb.WORK_EVALUATE and size <= inline_limit(s.chunk_bytes)
+        model = data if inline else b""
+        del data
+        members = {self.names(m): m for m in exchange.requests}
+        requests = self._assignments(exchange, work, attempt, digest, size, deadline_ms, model)
+        commit, self._pending = (self._pending, None) if work == pb.WORK_FIT else (None, self._pending)
+        if commit is not None:
+            commit.wait_written()
+        with_commit = set(commit.recipients) if commit is not None else set()
+        commit_only = [n for n in commit.recipients if n not in members] if commit is not None else []
+        timeout = max(s.rpc_timeout, commit.timeout) if commit is not None else s.rpc_timeout
+
+        def send(client: PeerClient) -> pb.Ack:
+            name = client.name
+            if name not in requests:
+                assert commit is not None
+                return _committer(commit)(client)
+            if commit is not None and name in with_commit:
+                return client.commit(
+                    commit.envelope, model=commit.model, state=commit.state, next=requests[name], timeout=timeout
+                )
+            return client.assign(requests[name], timeout=s.rpc_timeout)
+
+        def done(name: str, result: pb.Ack | PeerError) -> None:
+            if not isinstance(result, PeerError):
+                return
+            if name not in members:
+                if result.code != "NOT_FOUND":
+                    log.warning("round %d: commit not taken by %s: %s", exchange.round - 1, name, result)
+                return
+            what = "commit and assignment" if name in with_commit else "assignment"
+            log.warning("round %d: %s not taken by %s: %s", exchange.round, what, name, result)
+            problem = "unreachable" if result.unreachable else "refused"
+            self.mailbox.fail(members[name], f"{name}: {problem} ({result.code}: {result.detail})", slot=slot)
+
+        def offered(name: str) -> bool:
+            if name not in requests:
+                assert commit is not None
+                return self.outbox.offer(name, commit=_commit_request(commit))
+            if commit is not None and name in with_commit:
+                return self.outbox.offer(name, commit=_commit_request(commit, next=requests[name]))
+            return self.outbox.offer(name, assign=requests[name])
+
+        # the members waiting for their next message get it in their reply; the others get a call, and
+        # replies may arrive before those calls return: wait for the replies, and hear of failed calls
+        waiting = self.outbox.tickets()
+        pushed = [n for n in [*requests, *commit_only] if not offered(n)]
+        if work == pb.WORK_FIT:
+            self.outbox.release(waiting)  # a new round: nothing more of the previous one will come
+        self.network.call_each_async(pushed, send, method="Assign", on_done=done)
+        return self.mailbox.wait(deadline, probe=self._probe, probe_interval=s.probe_interval, stop=self.stop)
+
+    def _assignments(
+        self,
+        exchange: Exchange[Any],
+        work: pb.Work,
+        attempt: int,
+        digest: str,
+        size: int,
+        deadline_ms: int,
+        model: bytes,
+    ) -> dict[str, pb.AssignRequest]:
+        """The signed assignment of every member of ``exchange`` (one envelope for all when the bodies agree)."""
+        out: dict[str, pb.AssignRequest] = {}
+        shared: pb.AssignRequest | None = None
         for m, request in exchange.requests.items():
             body = pb.Assign(
                 work=work,
@@ -120,25 +236,13 @@ class ExchangeDriver:
                 body.config.CopyFrom(config_to_wire(request.config))
             elif not isinstance(request, EvaluateRequest):  # pragma: no cover - the engine sends only these
                 raise ConfigurationError(f"unexpected request type {type(request).__name__}")
-            name = self.names(m)
-            try:
-                calls[m] = self.network.client(name).assign_async(
-                    self.network.seal(body, round=exchange.round), timeout=s.rpc_timeout
-                )
-            except KeyError as exc:
-                self.mailbox.fail(m, f"{name}: {exc}")
-        for m, call in calls.items():
-            name = self.names(m)
-            try:
-                call.result()
-                self.network.mark(name, ok=True)
-            except grpc.RpcError as exc:
-                error = PeerError.from_rpc(name, "Assign", exc)
-                if error.unreachable:
-                    self.network.mark(name, ok=False, error=error.detail)
-                log.warning("round %d: %s not assigned: %s", exchange.round, name, error)
-                self.mailbox.fail(m, f"{name}: unreachable ({error.code}: {error.detail})")
-        return self.mailbox.wait(deadline, probe=self._probe, probe_interval=s.probe_interval, stop=self.stop)
+            if isinstance(request, EvaluateRequest):  # the same body for every member: sign it once
+                if shared is None:
+                    shared = pb.AssignRequest(assign=self.network.seal(body, round=exchange.round), model=model)
+                out[self.names(m)] = shared
+            else:
+                out[self.names(m)] = pb.AssignRequest(assign=self.network.seal(body, round=exchange.round), model=model)
+        return out
 
     def _probe(self, pending: set[int]) -> dict[int, str]:
         names = {self.names(m): m for m in pending}
@@ -165,7 +269,7 @@ class ExchangeDriver:
             )
         return slot
 
-    def accept_update(self, sender: str, rnd: int, header: pb.UpdateHeader, data: bytearray | None) -> str:
+    def accept_update(self, sender: str, rnd: int, header: pb.UpdateHeader, data: bytes | bytearray | None) -> str:
         """Deliver an update (or a dropout report) into the mailbox."""
         slot = self.update_slot(sender, rnd, header)
         member = self._member(sender)
@@ -208,6 +312,22 @@ class ExchangeDriver:
             return self.ids(sender)
         except (KeyError, ValueError):
             raise MessageRefused("unexpected", f"{sender} has no member id in this federation") from None
+
+
+def _commit_request(commit: PendingCommit, *, next: pb.AssignRequest | None = None) -> pb.CommitRequest:
+    return pb.CommitRequest(commit=commit.envelope, model=commit.model, state=commit.state, next=next)
+
+
+def _committer(commit: PendingCommit) -> Callable[[PeerClient], pb.Ack]:
+    def send(client: PeerClient) -> pb.Ack:
+        return client.commit(commit.envelope, model=commit.model, state=commit.state, timeout=commit.timeout)
+
+    return send
+
+
+def commit_recipients(current: Sequence[str], *, me: str, reachable: Callable[[str], bool]) -> tuple[str, ...]:
+    """The members a commit goes to: every current member but this node that is not known to be unreachable."""
+    return tuple(n for n in sorted(current) if n != me and reachable(n))
 
 
 def summarize_inputs(outcome: RoundOutcome, digests: Mapping[int, str], names: Callable[[int], str]) -> list[pb.Input]:

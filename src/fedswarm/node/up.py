@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fedswarm.core.errors import ConfigurationError, RoundAborted
+from fedswarm.node.persist import read_history
 from fedswarm.node.provisioning import provision_from_spec
 from fedswarm.spec.schema import Spec
 
@@ -95,11 +96,9 @@ class LocalFederation:
         """The round records of the member with the most complete history."""
         best: list[dict[str, Any]] = []
         for name in self.kits:
-            path = self.state_dir(name) / "history.jsonl"
-            if path.is_file():
-                records = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-                if len(records) > len(best):
-                    best = records
+            records = read_history(self.state_dir(name))
+            if len(records) > len(best):
+                best = records
         return best
 
     def log_tail(self, name: str, lines: int = 15) -> str:

@@ -2,9 +2,12 @@
 
 Work arrives as assignments (``Peer.Assign``) and runs on one worker thread, in order, so the gRPC
 server stays responsive while local training takes as long as it takes: the coordinator is not
-holding a call open, it waits for the update until its deadline. Models are fetched by digest from the
-coordinator unless already stored (the global model of a round is the model the previous round
-committed, which every member already holds).
+holding a call open, it waits for the update until its deadline. A small model comes with its
+assignment; a larger one is fetched by digest from the coordinator unless already stored (the global
+model of a round is the model the previous round committed, which every member already holds). A small
+update goes back in one message (``Peer.SubmitUpdateInline``), a larger one as a stream. A delivery call
+waits for the coordinator's next message to this member, which comes back in the reply and is handed to
+``on_reply`` (the daemon verifies and handles it as if it had come as a call).
 
 A fit result is kept until the next round: if the leader dies and the next one re-assigns the same
 round from the same model, the member sends the same update again instead of training twice (which
@@ -21,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from fedswarm.codec import tensors
 from fedswarm.core.errors import FedswarmError
 from fedswarm.core.parameters import Parameters
 from fedswarm.core.task import FitConfig
@@ -29,6 +33,7 @@ from fedswarm.node.persist import NodeStore
 from fedswarm.rounds.member import MemberRuntime
 from fedswarm.rounds.messages import Dropout, EvaluateRequest, FitReply, FitRequest
 from fedswarm.transport._generated.fedswarm.v1 import federation_pb2 as pb
+from fedswarm.transport.blobs import inline_limit
 from fedswarm.transport.client import PeerError
 from fedswarm.transport.envelope import MessageRefused
 from fedswarm.transport.wire import encode_update, metrics_to_wire, sha256_hex
@@ -50,13 +55,14 @@ class Job:
     model_size: int
     config: FitConfig | None
     deadline: float = 0.0  # time.time() after which the coordinator stops waiting
+    model: bytes | None = None  # the model's bytes, when they came with the assignment (checked)
 
 
 @dataclass(frozen=True, slots=True)
 class _FitResult:
     key: tuple[int, str, int]
     header: pb.UpdateHeader
-    data: bytes | None
+    data: bytes | bytearray | None
 
 
 class MemberWorker:
@@ -70,12 +76,14 @@ class MemberWorker:
         store: NodeStore,
         network: Network,
         on_phase: Callable[[str], None],
+        on_reply: Callable[[str, pb.Ack], None],
     ) -> None:
         self.member = member
         self.runtime = runtime
         self.store = store
         self.network = network
         self._on_phase = on_phase
+        self._on_reply = on_reply
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="member-worker", daemon=True)
         self._last_fit: _FitResult | None = None
@@ -115,6 +123,8 @@ class MemberWorker:
                 self._on_phase("idle")
 
     def _model(self, job: Job) -> Parameters:
+        if job.model is not None:  # bytes that came with the work, checked against its digest
+            return tensors.decode(job.model, source=f"model {job.model_digest[:16]} from {job.coordinator}")
         if not self.store.has(job.model_digest):
             envelope = self.network.seal(pb.FetchRequest(digest=job.model_digest), round=job.round)
             data = self.network.client(job.coordinator).fetch(
@@ -136,24 +146,33 @@ class MemberWorker:
         header = pb.UpdateHeader()
         header.CopyFrom(cached.header)
         header.attempt = job.attempt
-        timeout = max(self.network.settings.rpc_timeout, 60.0 + (len(cached.data or b"") >> 20))
+        settings = self.network.settings
+        timeout = max(settings.rpc_timeout, 60.0 + (len(cached.data or b"") >> 20)) + self._patience(job)
+        small = cached.data is None or len(cached.data) <= inline_limit(settings.chunk_bytes)
 
-        def send() -> None:
+        def send() -> pb.Ack:
             envelope = self.network.seal(header, round=job.round)
-            self.network.client(job.coordinator).submit_update(
-                envelope,
-                cached.data,
-                timeout=timeout,
-                chunk_bytes=self.network.settings.chunk_bytes,
-                wait_for_ready=False,
+            client = self.network.client(job.coordinator)
+            if small:
+                return client.submit_update_inline(envelope, cached.data, timeout=timeout, wait_for_ready=False)
+            return client.submit_update(
+                envelope, cached.data, timeout=timeout, chunk_bytes=settings.chunk_bytes, wait_for_ready=False
             )
 
-        self._deliver(job, send)
-        if cached.data is not None:
+        reply = self._deliver(job, send)
+        if cached.data is not None and reply is not None:
             with self._lock:
                 self._sent[(job.round, job.coordinator)] = header.update_digest
                 for old in [k for k in self._sent if k[0] < job.round - 2]:
                     del self._sent[old]
+        if reply is not None:
+            self._on_reply(job.coordinator, reply)
+
+    def _patience(self, job: Job) -> float:
+        """How long a delivery call may wait for the coordinator's next message: until the exchange's
+        deadline, then through an evaluation, and the time to reply."""
+        s = self.network.settings
+        return max(0.0, job.deadline - time.time()) + s.evaluate_timeout + s.rpc_timeout
 
     def _train(self, job: Job, key: tuple[int, str, int]) -> _FitResult:
         assert job.config is not None
@@ -202,26 +221,29 @@ class MemberWorker:
         report.attempt = job.attempt
         log.debug("round %d: evaluated in %.3f s", job.round, time.perf_counter() - start)
 
-        def send() -> None:
+        timeout = self.network.settings.rpc_timeout + self._patience(job)
+
+        def send() -> pb.Ack:
             envelope = self.network.seal(report, round=job.round)
-            self.network.client(job.coordinator).submit_evaluation(
-                envelope, timeout=self.network.settings.rpc_timeout, wait_for_ready=False
+            return self.network.client(job.coordinator).submit_evaluation(
+                envelope, timeout=timeout, wait_for_ready=False
             )
 
-        self._deliver(job, send)
+        ack = self._deliver(job, send)
+        if ack is not None:
+            self._on_reply(job.coordinator, ack)
 
-    def _deliver(self, job: Job, send: Callable[[], None]) -> None:
-        """Call ``send`` until it succeeds, is refused, or the coordinator's deadline passed."""
+    def _deliver(self, job: Job, send: Callable[[], pb.Ack]) -> pb.Ack | None:
+        """Call ``send`` until it succeeds (its reply), is refused, or the coordinator's deadline passed."""
         while True:
             try:
-                send()
-                return
+                return send()
             except PeerError as exc:
                 if not exc.unreachable or time.time() + 0.5 > job.deadline:
                     raise
                 if self._superseded(job):
                     log.warning("round %d: %s unreachable and replaced by a new assignment", job.round, job.coordinator)
-                    return
+                    return None
                 log.info("round %d: %s unreachable, retrying: %s", job.round, job.coordinator, exc.detail)
                 time.sleep(0.5)
 

@@ -5,6 +5,9 @@ Models, updates and strategy state travel as safetensors bytes split into chunks
 declared size above its limit before reading anything, writes chunks into one buffer preallocated to the
 declared size (so it never holds more than that buffer and the chunk in flight), refuses data beyond
 the declared size as it arrives, and checks the digest after the last chunk.
+
+Blobs of at most :func:`inline_limit` bytes travel inline instead, next to the signed message that
+announces their digest and size; :func:`check_inline` holds them to both.
 """
 
 from __future__ import annotations
@@ -15,9 +18,47 @@ from pathlib import Path
 
 from fedswarm.transport.envelope import MessageRefused
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "BlobReceiver", "iter_chunks", "iter_file_chunks"]
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "INLINE_MAX_BYTES",
+    "BlobReceiver",
+    "check_inline",
+    "inline_limit",
+    "iter_chunks",
+    "iter_file_chunks",
+]
 
 DEFAULT_CHUNK_BYTES = 1 << 20
+INLINE_MAX_BYTES = 1 << 20
+
+
+def inline_limit(chunk_bytes: int) -> int:
+    """Largest blob sent inline: 1 MiB, or one chunk if chunks are smaller.
+
+    A node's largest gRPC message exceeds its chunk size by at least 64 KiB (the spec checks it), so an
+    inline blob and the message around it always fit in one message.
+    """
+    return min(INLINE_MAX_BYTES, chunk_bytes)
+
+
+def check_inline(data: bytes, *, digest: str, size: int, what: str) -> bytes:
+    """Return ``data`` if it is the blob a signed message announced: ``size`` bytes hashing to ``digest``.
+
+    Inline bytes arrived in one gRPC message, so the transport's message limit already bounds them.
+
+    Raises
+    ------
+    MessageRefused
+        ``malformed``: ``data`` is not ``size`` bytes long; ``digest-mismatch``: it does not hash to ``digest``.
+    """
+    if len(data) != size:
+        raise MessageRefused("malformed", f"{what}: {len(data):,} inline bytes, {size:,} announced")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != digest:
+        raise MessageRefused(
+            "digest-mismatch", f"{what}: bytes hash to {actual[:16]}, the message announced {digest[:16]}"
+        )
+    return data
 
 
 def iter_chunks(data: bytes | bytearray | memoryview, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes]:

@@ -1,7 +1,9 @@
 """The client side of ``fedswarm.v1.Peer``: one mutually authenticated channel per peer.
 
-Every call has a deadline. Unary calls can run concurrently as futures (a coordinator assigns work to
-all selected members at once). Streams send and receive in chunks; a fetched blob is assembled by a
+Every call has a deadline and blocks its caller; a node fans calls out to many peers on its own
+persistent pool of threads (:meth:`fedswarm.node.network.Network.call_each`), which costs less per call
+than gRPC futures (each burst of those starts a channel thread). Small updates travel in one message
+(:meth:`PeerClient.submit_update_inline`). Streams send and receive in chunks; a fetched blob is assembled by a
 :class:`~fedswarm.transport.blobs.BlobReceiver` that checks the announced size against the caller's
 limit and the digest the caller expected (learned from a signed message), not the one the sender claims.
 """
@@ -63,12 +65,23 @@ class PeerClient:
         self.name = name
         self.address = address
         options = channel_options(peer=name, max_message_bytes=max_message_bytes, keepalive_seconds=keepalive_seconds)
-        self._channel = grpc.secure_channel(address, channel_credentials(material), options=options)
-        self._stub = pb_grpc.PeerStub(self._channel)  # type: ignore[no-untyped-call]
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._channel: grpc.Channel | None = grpc.secure_channel(
+            address, channel_credentials(material), options=options
+        )
+        self._stub: Any = pb_grpc.PeerStub(self._channel)  # type: ignore[no-untyped-call]
+        self._health: Any = health_pb2_grpc.HealthStub(self._channel)
+
+    @classmethod
+    def with_stubs(cls, name: str, address: str, stub: Any, health: Any) -> PeerClient:
+        """A client whose calls go to ``stub`` and ``health`` instead of a channel (see :mod:`.loopback`)."""
+        client = cls.__new__(cls)
+        client.name, client.address = name, address
+        client._channel, client._stub, client._health = None, stub, health
+        return client
 
     def close(self) -> None:
-        self._channel.close()
+        if self._channel is not None:
+            self._channel.close()
 
     def _call(self, method: str, fn: Any, request: Any, timeout: float, *, wait_for_ready: bool = True) -> Any:
         try:
@@ -77,27 +90,38 @@ class PeerClient:
             raise PeerError.from_rpc(self.name, method, exc) from None
 
     # unary ----------------------------------------------------------------------------------------
-    def assign_async(self, envelope: pb.Envelope, *, timeout: float) -> grpc.Future[pb.Ack]:
-        """Start an ``Assign`` call; the future's ``result()`` raises ``grpc.RpcError`` on failure."""
-        future: grpc.Future[pb.Ack] = self._stub.Assign.future(envelope, timeout=timeout, wait_for_ready=True)
-        return future
-
-    def commit_async(self, envelope: pb.Envelope, *, timeout: float) -> grpc.Future[pb.Ack]:
-        """Start a ``Commit`` call."""
-        future: grpc.Future[pb.Ack] = self._stub.Commit.future(envelope, timeout=timeout, wait_for_ready=True)
-        return future
-
-    def assign(self, envelope: pb.Envelope, *, timeout: float) -> pb.Ack:
-        reply: pb.Ack = self._call("Assign", self._stub.Assign, envelope, timeout)
+    def assign(self, request: pb.AssignRequest, *, timeout: float) -> pb.Ack:
+        """Send an assignment: its signed envelope, and the model's bytes when they go inline."""
+        reply: pb.Ack = self._call("Assign", self._stub.Assign, request, timeout)
         return reply
 
-    def commit(self, envelope: pb.Envelope, *, timeout: float) -> pb.Ack:
-        reply: pb.Ack = self._call("Commit", self._stub.Commit, envelope, timeout)
+    def commit(
+        self,
+        envelope: pb.Envelope,
+        *,
+        model: bytes = b"",
+        state: bytes = b"",
+        next: pb.AssignRequest | None = None,
+        timeout: float,
+    ) -> pb.Ack:
+        """Send a commit (with the model's and the state's bytes inline when given, and the next assignment)."""
+        request = pb.CommitRequest(commit=envelope, model=model, state=state, next=next)
+        reply: pb.Ack = self._call("Commit", self._stub.Commit, request, timeout)
         return reply
 
     def submit_evaluation(self, envelope: pb.Envelope, *, timeout: float, wait_for_ready: bool = True) -> pb.Ack:
         reply: pb.Ack = self._call(
             "SubmitEvaluation", self._stub.SubmitEvaluation, envelope, timeout, wait_for_ready=wait_for_ready
+        )
+        return reply
+
+    def submit_update_inline(
+        self, header: pb.Envelope, data: bytes | bytearray | None, *, timeout: float, wait_for_ready: bool = True
+    ) -> pb.Ack:
+        """Send a small update in one message: the signed header and ``data`` (``None`` for a dropout report)."""
+        request = pb.InlineUpdate(header=header, data=bytes(data or b""))
+        reply: pb.Ack = self._call(
+            "SubmitUpdateInline", self._stub.SubmitUpdateInline, request, timeout, wait_for_ready=wait_for_ready
         )
         return reply
 

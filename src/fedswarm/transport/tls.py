@@ -89,8 +89,8 @@ def channel_options(*, peer: str, max_message_bytes: int, keepalive_seconds: flo
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.enable_retries", 0),
-        ("grpc.initial_reconnect_backoff_ms", 200),
-        ("grpc.max_reconnect_backoff_ms", 2000),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 500),  # a restarted peer is reachable again quickly
         *_keepalive(keepalive_seconds),
     ]
 
@@ -106,18 +106,30 @@ def server_options(*, max_message_bytes: int, keepalive_seconds: float) -> list[
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A certificate that verified against the CA, and what every call needs of it."""
+
+    cert: pki.Certificate
+    until: dt.datetime
+    name: str
+    serial: int
+    fingerprint: str
+
+
 class PeerAuthenticator:
     """Maps a call's TLS auth context to a member name, or refuses it.
 
-    The expensive part (certificate signature and validity) is cached per certificate and trust
-    revision; revocation and manifest membership are re-checked on every call, so a reloaded CRL or
-    manifest applies to connections that are already open.
+    The expensive part (certificate signature and validity, and parsing it) is cached per certificate
+    and trust revision; revocation and manifest membership are re-checked on every call, so a reloaded
+    CRL or manifest applies to connections that are already open.
     """
 
     def __init__(self, trust: Trust) -> None:
         self._trust = trust
+        self._revoked = trust.crl.revoked_serials
         self._lock = threading.Lock()
-        self._cache: dict[bytes, tuple[pki.Certificate, dt.datetime]] = {}
+        self._cache: dict[bytes, _Checked] = {}
 
     @property
     def trust(self) -> Trust:
@@ -127,6 +139,7 @@ class PeerAuthenticator:
         """Install a new trust state (a newer manifest or CRL)."""
         with self._lock:
             self._trust = trust
+            self._revoked = trust.crl.revoked_serials
             self._cache.clear()
 
     def authenticate(self, auth_context: Mapping[str, Any]) -> str:
@@ -141,11 +154,10 @@ class PeerAuthenticator:
         if not pems:
             raise MessageRefused("unauthenticated", "the peer presented no client certificate")
         pem = bytes(pems[0])
-        trust = self._trust
-        now = dt.datetime.now(dt.UTC)
         with self._lock:
-            hit = self._cache.get(pem)
-        if hit is None or hit[1] < now:
+            trust, revoked, hit = self._trust, self._revoked, self._cache.get(pem)
+        now = dt.datetime.now(dt.UTC)
+        if hit is None or hit.until < now:
             try:
                 cert = pki.Certificate.from_pem(pem, source="peer certificate")
                 pki.verify_certificate(cert, ca=trust.ca, crl=trust.crl, now=now)
@@ -154,24 +166,24 @@ class PeerAuthenticator:
             except Exception as exc:  # unreadable material: KeyMaterialError and friends
                 raise MessageRefused("unauthenticated", f"peer certificate: {exc}") from None
             until = min(cert.not_after, now + dt.timedelta(minutes=5))
+            hit = _Checked(cert, until, cert.name, cert.serial, cert.fingerprint)
             with self._lock:
-                self._cache[pem] = (cert, until)
-        else:
-            cert = hit[0]
-        if cert.serial in trust.crl.revoked_serials:
+                if self._trust is trust:
+                    self._cache[pem] = hit
+        if hit.serial in revoked:
             raise MessageRefused(
                 "unauthenticated",
-                f"certificate {cert.name!r} (serial {cert.serial:x}): revoked by CRL {trust.crl.number}",
+                f"certificate {hit.name!r} (serial {hit.serial:x}): revoked by CRL {trust.crl.number}",
             )
-        expected = trust.fingerprints.get(cert.name)
+        expected = trust.fingerprints.get(hit.name)
         if expected is None:
             raise MessageRefused(
-                "unauthenticated", f"certificate {cert.name!r}: not a member in manifest version {trust.version}"
+                "unauthenticated", f"certificate {hit.name!r}: not a member in manifest version {trust.version}"
             )
-        if expected != cert.fingerprint:
+        if expected != hit.fingerprint:
             raise MessageRefused(
                 "unauthenticated",
-                f"certificate {cert.name!r}: fingerprint {cert.fingerprint[:16]} is not the one the manifest "
+                f"certificate {hit.name!r}: fingerprint {hit.fingerprint[:16]} is not the one the manifest "
                 f"lists ({expected[:16]})",
             )
-        return cert.name
+        return hit.name

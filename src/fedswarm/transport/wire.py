@@ -3,12 +3,17 @@
 Models and strategy state travel as canonical safetensors (:mod:`fedswarm.codec.tensors`), so their
 digest is the content address the ledger records. An update travels as one float64 tensor named
 ``update``: the exact bytes of the vector the member computed, so a network run aggregates bit-identical
-inputs to a simulation of the same spec.
+inputs to a simulation of the same spec. :func:`encode_update` writes those bytes (the same as
+:func:`fedswarm.codec.tensors.encode` would) straight into one buffer, and :func:`decode_update` reads a
+received buffer in place, so neither side holds more than one copy of an update.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import struct
+import sys
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -29,6 +34,7 @@ __all__ = [
     "decode_parameters",
     "decode_update",
     "encode_update",
+    "encoded_update_size",
     "sha256_hex",
 ]
 
@@ -87,9 +93,33 @@ def config_from_wire(config: pb.FitConfig) -> FitConfig:
     )
 
 
-def encode_update(update: npt.NDArray[np.float64]) -> bytes:
-    """Safetensors bytes of an update vector (one float64 tensor, exact values)."""
-    return tensors.encode(Parameters({UPDATE_TENSOR: np.ascontiguousarray(update, dtype=np.float64)}))
+def _update_header(shape: tuple[int, ...]) -> bytes:
+    """The canonical safetensors header of one float64 tensor ``update`` (sorted keys, padded to 8 bytes)."""
+    n = 8 * int(np.prod(shape, dtype=np.int64))
+    entry = {UPDATE_TENSOR: {"data_offsets": [0, n], "dtype": "F64", "shape": list(shape)}}
+    raw = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return raw + b" " * (-len(raw) % 8)
+
+
+def encoded_update_size(count: int) -> int:
+    """Length of :func:`encode_update` of a vector of ``count`` values."""
+    return 8 + len(_update_header((count,))) + 8 * count
+
+
+def encode_update(update: npt.NDArray[np.float64]) -> bytearray:
+    """Canonical safetensors bytes of an update vector (one float64 tensor, exact values, ``-0.0`` as ``+0.0``).
+
+    The values are written once, into the returned buffer: encoding holds no other copy of the update.
+    """
+    arr = np.asarray(update, dtype=np.float64)
+    header = _update_header(arr.shape)
+    start = 8 + len(header)
+    out = bytearray(start + 8 * arr.size)
+    out[:8] = struct.pack("<Q", len(header))
+    out[8:start] = header
+    body = np.frombuffer(out, dtype="<f8", offset=start, count=arr.size).reshape(arr.shape)
+    np.add(arr, 0.0, out=body)  # -0.0 + 0.0 == +0.0, as the canonical encoding stores it
+    return out
 
 
 def decode_parameters(data: bytes | bytearray, *, source: str) -> Parameters:
@@ -106,14 +136,39 @@ def decode_parameters(data: bytes | bytearray, *, source: str) -> Parameters:
         raise MessageRefused("malformed", str(exc)) from None
 
 
+def _canonical(data: bytes | bytearray) -> npt.NDArray[np.float64] | None:
+    """The update in a canonical encoding, read in place from ``data``; ``None`` for anything else."""
+    if sys.byteorder != "little" or len(data) < 8:
+        return None
+    (hlen,) = struct.unpack_from("<Q", data)
+    try:
+        entry = json.loads(bytes(data[8 : 8 + hlen]))[UPDATE_TENSOR]
+        shape = tuple(int(v) for v in entry["shape"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    header = _update_header(shape)
+    count = int(np.prod(shape, dtype=np.int64))
+    if hlen != len(header) or data[8 : 8 + hlen] != header or len(data) != 8 + hlen + 8 * count:
+        return None
+    arr: npt.NDArray[np.float64] = np.frombuffer(data, dtype=np.float64, offset=8 + hlen, count=count)
+    return arr.reshape(-1) if len(shape) <= 1 else arr.reshape(shape)
+
+
 def decode_update(data: bytes | bytearray, *, source: str) -> npt.NDArray[np.float64]:
     """Parse an update; a wrong tensor name or dtype is refused, a wrong length is left to the round engine.
+
+    A received buffer (``bytearray``) in the canonical encoding is read in place: the returned array
+    shares its memory. Immutable ``bytes`` (a small update that came inline) are copied into a new array,
+    and so is any other encoding.
 
     Raises
     ------
     MessageRefused
         ``malformed``: not safetensors, or not exactly one tensor ``update``.
     """
+    canonical = _canonical(data)
+    if canonical is not None:
+        return canonical if isinstance(data, bytearray) else canonical.copy()
     params = decode_parameters(data, source=source)
     names = list(params)
     if names != [UPDATE_TENSOR]:

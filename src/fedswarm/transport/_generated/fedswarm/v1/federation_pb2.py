@@ -5,80 +5,89 @@
 # source: fedswarm/v1/federation.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-
 _runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC, 7, 35, 1, "", "fedswarm/v1/federation.proto"
+    _runtime_version.Domain.PUBLIC,
+    7,
+    35,
+    1,
+    '',
+    'fedswarm/v1/federation.proto'
 )
 # @@protoc_insertion_point(imports)
 
 _sym_db = _symbol_database.Default()
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x1c\x66\x65\x64swarm/v1/federation.proto\x12\x0b\x66\x65\x64swarm.v1"\xa6\x01\n\x08\x45nvelope\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x15\n\rfederation_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x04\x12\x0e\n\x06sender\x18\x04 \x01(\t\x12\r\n\x05nonce\x18\x05 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x06 \x01(\x03\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12\x0c\n\x04\x62ody\x18\x08 \x01(\x0c\x12\x11\n\tsignature\x18\t \x01(\x0c"\x15\n\x03\x41\x63k\x12\x0e\n\x06\x64\x65tail\x18\x01 \x01(\t"k\n\x06Scalar\x12\x14\n\nbool_value\x18\x01 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x15\n\x0b\x66loat_value\x18\x03 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x04 \x01(\tH\x00\x42\x07\n\x05value"\xed\x01\n\tFitConfig\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0e\n\x06\x65pochs\x18\x02 \x01(\r\x12\x12\n\nbatch_size\x18\x03 \x01(\r\x12\x15\n\rlearning_rate\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x13\n\x0bproximal_mu\x18\x06 \x01(\x01\x12\x30\n\x05\x65xtra\x18\x07 \x03(\x0b\x32!.fedswarm.v1.FitConfig.ExtraEntry\x1a\x41\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12"\n\x05value\x18\x02 \x01(\x0b\x32\x13.fedswarm.v1.Scalar:\x02\x38\x01"\xb6\x01\n\x06\x41ssign\x12\x1f\n\x04work\x18\x01 \x01(\x0e\x32\x11.fedswarm.v1.Work\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x04\x12\x14\n\x0cmodel_digest\x18\x03 \x01(\t\x12\x12\n\nmodel_size\x18\x04 \x01(\x04\x12&\n\x06\x63onfig\x18\x05 \x01(\x0b\x32\x16.fedswarm.v1.FitConfig\x12\x13\n\x0bspec_digest\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x07 \x01(\x03"\x98\x02\n\x0cUpdateHeader\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x04\x12\x13\n\x0b\x62\x61se_digest\x18\x02 \x01(\t\x12\x15\n\rupdate_digest\x18\x03 \x01(\t\x12\x13\n\x0bupdate_size\x18\x04 \x01(\x04\x12\x14\n\x0cnum_examples\x18\x05 \x01(\x04\x12\x15\n\rpayload_bytes\x18\x06 \x01(\x04\x12\x0f\n\x07seconds\x18\x07 \x01(\x01\x12\x37\n\x07metrics\x18\x08 \x03(\x0b\x32&.fedswarm.v1.UpdateHeader.MetricsEntry\x12\x0f\n\x07\x64ropout\x18\t \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01"M\n\nUploadPart\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.fedswarm.v1.EnvelopeH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part"\xdb\x01\n\x10\x45valuationReport\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x04\x12\x14\n\x0cmodel_digest\x18\x02 \x01(\t\x12\x14\n\x0cnum_examples\x18\x03 \x01(\x04\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12;\n\x07metrics\x18\x05 \x03(\x0b\x32*.fedswarm.v1.EvaluationReport.MetricsEntry\x12\x0f\n\x07\x64ropout\x18\x06 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01"P\n\x05Input\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x15\n\rupdate_digest\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t"\xbf\x01\n\x06\x43ommit\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x04\x12\x17\n\x0fprevious_digest\x18\x02 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x03 \x01(\t\x12\x12\n\nmodel_size\x18\x04 \x01(\x04\x12\x14\n\x0cstate_digest\x18\x05 \x01(\t\x12\x12\n\nstate_size\x18\x06 \x01(\x04\x12"\n\x06inputs\x18\x07 \x03(\x0b\x32\x12.fedswarm.v1.Input\x12\x13\n\x0brecord_json\x18\x08 \x01(\t"\x1e\n\x0c\x46\x65tchRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t"*\n\nBlobHeader\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04"M\n\x08\x42lobPart\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.fedswarm.v1.BlobHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part"\x1e\n\rStatusRequest\x12\r\n\x05round\x18\x01 \x01(\x04"i\n\tPeerState\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\treachable\x18\x03 \x01(\x08\x12\x14\n\x0clast_seen_ms\x18\x04 \x01(\x03\x12\x12\n\nlast_error\x18\x05 \x01(\t"\x92\x03\n\nNodeStatus\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x15\n\rfederation_id\x18\x02 \x01(\t\x12\x10\n\x08topology\x18\x03 \x01(\t\x12\r\n\x05phase\x18\x04 \x01(\t\x12\r\n\x05round\x18\x05 \x01(\x04\x12\x0e\n\x06rounds\x18\x06 \x01(\x04\x12\x14\n\x0cmodel_digest\x18\x07 \x01(\t\x12\x10\n\x08\x66inished\x18\x08 \x01(\x08\x12*\n\x0blast_commit\x18\t \x01(\x0b\x32\x15.fedswarm.v1.Envelope\x12%\n\x05peers\x18\n \x03(\x0b\x32\x16.fedswarm.v1.PeerState\x12\x35\n\x07refused\x18\x0b \x03(\x0b\x32$.fedswarm.v1.NodeStatus.RefusedEntry\x12\x13\n\x0bspec_digest\x18\x0c \x01(\t\x12\x12\n\nstarted_ms\x18\r \x01(\x03\x12\x12\n\nlast_error\x18\x0e \x01(\t\x1a.\n\x0cRefusedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*=\n\x04Work\x12\x14\n\x10WORK_UNSPECIFIED\x10\x00\x12\x0c\n\x08WORK_FIT\x10\x01\x12\x11\n\rWORK_EVALUATE\x10\x02\x32\xd9\x02\n\x04Peer\x12\x31\n\x06\x41ssign\x12\x15.fedswarm.v1.Envelope\x1a\x10.fedswarm.v1.Ack\x12;\n\x0cSubmitUpdate\x12\x17.fedswarm.v1.UploadPart\x1a\x10.fedswarm.v1.Ack(\x01\x12;\n\x10SubmitEvaluation\x12\x15.fedswarm.v1.Envelope\x1a\x10.fedswarm.v1.Ack\x12\x31\n\x06\x43ommit\x12\x15.fedswarm.v1.Envelope\x1a\x10.fedswarm.v1.Ack\x12\x37\n\x05\x46\x65tch\x12\x15.fedswarm.v1.Envelope\x1a\x15.fedswarm.v1.BlobPart0\x01\x12\x38\n\x06Status\x12\x15.fedswarm.v1.Envelope\x1a\x17.fedswarm.v1.NodeStatusb\x06proto3'
-)
+
+
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65\x64swarm/v1/federation.proto\x12\x0b\x66\x65\x64swarm.v1\"\xa6\x01\n\x08\x45nvelope\x12\x10\n\x08protocol\x18\x01 \x01(\r\x12\x15\n\rfederation_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x04\x12\x0e\n\x06sender\x18\x04 \x01(\t\x12\r\n\x05nonce\x18\x05 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x06 \x01(\x03\x12\x0c\n\x04kind\x18\x07 \x01(\t\x12\x0c\n\x04\x62ody\x18\x08 \x01(\x0c\x12\x11\n\tsignature\x18\t \x01(\x0c\"m\n\x03\x41\x63k\x12\x0e\n\x06\x64\x65tail\x18\x01 \x01(\t\x12*\n\x06\x61ssign\x18\x02 \x01(\x0b\x32\x1a.fedswarm.v1.AssignRequest\x12*\n\x06\x63ommit\x18\x03 \x01(\x0b\x32\x1a.fedswarm.v1.CommitRequest\"k\n\x06Scalar\x12\x14\n\nbool_value\x18\x01 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x02 \x01(\x03H\x00\x12\x15\n\x0b\x66loat_value\x18\x03 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x04 \x01(\tH\x00\x42\x07\n\x05value\"\xed\x01\n\tFitConfig\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0e\n\x06\x65pochs\x18\x02 \x01(\r\x12\x12\n\nbatch_size\x18\x03 \x01(\r\x12\x15\n\rlearning_rate\x18\x04 \x01(\x01\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x13\n\x0bproximal_mu\x18\x06 \x01(\x01\x12\x30\n\x05\x65xtra\x18\x07 \x03(\x0b\x32!.fedswarm.v1.FitConfig.ExtraEntry\x1a\x41\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.fedswarm.v1.Scalar:\x02\x38\x01\"\xb6\x01\n\x06\x41ssign\x12\x1f\n\x04work\x18\x01 \x01(\x0e\x32\x11.fedswarm.v1.Work\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x04\x12\x14\n\x0cmodel_digest\x18\x03 \x01(\t\x12\x12\n\nmodel_size\x18\x04 \x01(\x04\x12&\n\x06\x63onfig\x18\x05 \x01(\x0b\x32\x16.fedswarm.v1.FitConfig\x12\x13\n\x0bspec_digest\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x07 \x01(\x03\"E\n\rAssignRequest\x12%\n\x06\x61ssign\x18\x01 \x01(\x0b\x32\x15.fedswarm.v1.Envelope\x12\r\n\x05model\x18\x02 \x01(\x0c\"\x98\x02\n\x0cUpdateHeader\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x04\x12\x13\n\x0b\x62\x61se_digest\x18\x02 \x01(\t\x12\x15\n\rupdate_digest\x18\x03 \x01(\t\x12\x13\n\x0bupdate_size\x18\x04 \x01(\x04\x12\x14\n\x0cnum_examples\x18\x05 \x01(\x04\x12\x15\n\rpayload_bytes\x18\x06 \x01(\x04\x12\x0f\n\x07seconds\x18\x07 \x01(\x01\x12\x37\n\x07metrics\x18\x08 \x03(\x0b\x32&.fedswarm.v1.UpdateHeader.MetricsEntry\x12\x0f\n\x07\x64ropout\x18\t \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"M\n\nUploadPart\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x15.fedswarm.v1.EnvelopeH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"C\n\x0cInlineUpdate\x12%\n\x06header\x18\x01 \x01(\x0b\x32\x15.fedswarm.v1.Envelope\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"\xdb\x01\n\x10\x45valuationReport\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x04\x12\x14\n\x0cmodel_digest\x18\x02 \x01(\t\x12\x14\n\x0cnum_examples\x18\x03 \x01(\x04\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12;\n\x07metrics\x18\x05 \x03(\x0b\x32*.fedswarm.v1.EvaluationReport.MetricsEntry\x12\x0f\n\x07\x64ropout\x18\x06 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"P\n\x05Input\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x15\n\rupdate_digest\x18\x02 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xbf\x01\n\x06\x43ommit\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x04\x12\x17\n\x0fprevious_digest\x18\x02 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x03 \x01(\t\x12\x12\n\nmodel_size\x18\x04 \x01(\x04\x12\x14\n\x0cstate_digest\x18\x05 \x01(\t\x12\x12\n\nstate_size\x18\x06 \x01(\x04\x12\"\n\x06inputs\x18\x07 \x03(\x0b\x32\x12.fedswarm.v1.Input\x12\x13\n\x0brecord_json\x18\x08 \x01(\t\"~\n\rCommitRequest\x12%\n\x06\x63ommit\x18\x01 \x01(\x0b\x32\x15.fedswarm.v1.Envelope\x12\r\n\x05model\x18\x02 \x01(\x0c\x12\r\n\x05state\x18\x03 \x01(\x0c\x12(\n\x04next\x18\x04 \x01(\x0b\x32\x1a.fedswarm.v1.AssignRequest\"\x1e\n\x0c\x46\x65tchRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\"*\n\nBlobHeader\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\"M\n\x08\x42lobPart\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x17.fedswarm.v1.BlobHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x1e\n\rStatusRequest\x12\r\n\x05round\x18\x01 \x01(\x04\"i\n\tPeerState\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\treachable\x18\x03 \x01(\x08\x12\x14\n\x0clast_seen_ms\x18\x04 \x01(\x03\x12\x12\n\nlast_error\x18\x05 \x01(\t\"\x92\x03\n\nNodeStatus\x12\x0e\n\x06member\x18\x01 \x01(\t\x12\x15\n\rfederation_id\x18\x02 \x01(\t\x12\x10\n\x08topology\x18\x03 \x01(\t\x12\r\n\x05phase\x18\x04 \x01(\t\x12\r\n\x05round\x18\x05 \x01(\x04\x12\x0e\n\x06rounds\x18\x06 \x01(\x04\x12\x14\n\x0cmodel_digest\x18\x07 \x01(\t\x12\x10\n\x08\x66inished\x18\x08 \x01(\x08\x12*\n\x0blast_commit\x18\t \x01(\x0b\x32\x15.fedswarm.v1.Envelope\x12%\n\x05peers\x18\n \x03(\x0b\x32\x16.fedswarm.v1.PeerState\x12\x35\n\x07refused\x18\x0b \x03(\x0b\x32$.fedswarm.v1.NodeStatus.RefusedEntry\x12\x13\n\x0bspec_digest\x18\x0c \x01(\t\x12\x12\n\nstarted_ms\x18\r \x01(\x03\x12\x12\n\nlast_error\x18\x0e \x01(\t\x1a.\n\x0cRefusedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*=\n\x04Work\x12\x14\n\x10WORK_UNSPECIFIED\x10\x00\x12\x0c\n\x08WORK_FIT\x10\x01\x12\x11\n\rWORK_EVALUATE\x10\x02\x32\xa6\x03\n\x04Peer\x12\x36\n\x06\x41ssign\x12\x1a.fedswarm.v1.AssignRequest\x1a\x10.fedswarm.v1.Ack\x12;\n\x0cSubmitUpdate\x12\x17.fedswarm.v1.UploadPart\x1a\x10.fedswarm.v1.Ack(\x01\x12\x41\n\x12SubmitUpdateInline\x12\x19.fedswarm.v1.InlineUpdate\x1a\x10.fedswarm.v1.Ack\x12;\n\x10SubmitEvaluation\x12\x15.fedswarm.v1.Envelope\x1a\x10.fedswarm.v1.Ack\x12\x36\n\x06\x43ommit\x12\x1a.fedswarm.v1.CommitRequest\x1a\x10.fedswarm.v1.Ack\x12\x37\n\x05\x46\x65tch\x12\x15.fedswarm.v1.Envelope\x1a\x15.fedswarm.v1.BlobPart0\x01\x12\x38\n\x06Status\x12\x15.fedswarm.v1.Envelope\x1a\x17.fedswarm.v1.NodeStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "fedswarm.v1.federation_pb2", _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedswarm.v1.federation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-    DESCRIPTOR._loaded_options = None
-    _globals["_FITCONFIG_EXTRAENTRY"]._loaded_options = None
-    _globals["_FITCONFIG_EXTRAENTRY"]._serialized_options = b"8\001"
-    _globals["_UPDATEHEADER_METRICSENTRY"]._loaded_options = None
-    _globals["_UPDATEHEADER_METRICSENTRY"]._serialized_options = b"8\001"
-    _globals["_EVALUATIONREPORT_METRICSENTRY"]._loaded_options = None
-    _globals["_EVALUATIONREPORT_METRICSENTRY"]._serialized_options = b"8\001"
-    _globals["_NODESTATUS_REFUSEDENTRY"]._loaded_options = None
-    _globals["_NODESTATUS_REFUSEDENTRY"]._serialized_options = b"8\001"
-    _globals["_WORK"]._serialized_start = 2330
-    _globals["_WORK"]._serialized_end = 2391
-    _globals["_ENVELOPE"]._serialized_start = 46
-    _globals["_ENVELOPE"]._serialized_end = 212
-    _globals["_ACK"]._serialized_start = 214
-    _globals["_ACK"]._serialized_end = 235
-    _globals["_SCALAR"]._serialized_start = 237
-    _globals["_SCALAR"]._serialized_end = 344
-    _globals["_FITCONFIG"]._serialized_start = 347
-    _globals["_FITCONFIG"]._serialized_end = 584
-    _globals["_FITCONFIG_EXTRAENTRY"]._serialized_start = 519
-    _globals["_FITCONFIG_EXTRAENTRY"]._serialized_end = 584
-    _globals["_ASSIGN"]._serialized_start = 587
-    _globals["_ASSIGN"]._serialized_end = 769
-    _globals["_UPDATEHEADER"]._serialized_start = 772
-    _globals["_UPDATEHEADER"]._serialized_end = 1052
-    _globals["_UPDATEHEADER_METRICSENTRY"]._serialized_start = 1006
-    _globals["_UPDATEHEADER_METRICSENTRY"]._serialized_end = 1052
-    _globals["_UPLOADPART"]._serialized_start = 1054
-    _globals["_UPLOADPART"]._serialized_end = 1131
-    _globals["_EVALUATIONREPORT"]._serialized_start = 1134
-    _globals["_EVALUATIONREPORT"]._serialized_end = 1353
-    _globals["_EVALUATIONREPORT_METRICSENTRY"]._serialized_start = 1006
-    _globals["_EVALUATIONREPORT_METRICSENTRY"]._serialized_end = 1052
-    _globals["_INPUT"]._serialized_start = 1355
-    _globals["_INPUT"]._serialized_end = 1435
-    _globals["_COMMIT"]._serialized_start = 1438
-    _globals["_COMMIT"]._serialized_end = 1629
-    _globals["_FETCHREQUEST"]._serialized_start = 1631
-    _globals["_FETCHREQUEST"]._serialized_end = 1661
-    _globals["_BLOBHEADER"]._serialized_start = 1663
-    _globals["_BLOBHEADER"]._serialized_end = 1705
-    _globals["_BLOBPART"]._serialized_start = 1707
-    _globals["_BLOBPART"]._serialized_end = 1784
-    _globals["_STATUSREQUEST"]._serialized_start = 1786
-    _globals["_STATUSREQUEST"]._serialized_end = 1816
-    _globals["_PEERSTATE"]._serialized_start = 1818
-    _globals["_PEERSTATE"]._serialized_end = 1923
-    _globals["_NODESTATUS"]._serialized_start = 1926
-    _globals["_NODESTATUS"]._serialized_end = 2328
-    _globals["_NODESTATUS_REFUSEDENTRY"]._serialized_start = 2282
-    _globals["_NODESTATUS_REFUSEDENTRY"]._serialized_end = 2328
-    _globals["_PEER"]._serialized_start = 2394
-    _globals["_PEER"]._serialized_end = 2739
+  DESCRIPTOR._loaded_options = None
+  _globals['_FITCONFIG_EXTRAENTRY']._loaded_options = None
+  _globals['_FITCONFIG_EXTRAENTRY']._serialized_options = b'8\001'
+  _globals['_UPDATEHEADER_METRICSENTRY']._loaded_options = None
+  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_EVALUATIONREPORT_METRICSENTRY']._loaded_options = None
+  _globals['_EVALUATIONREPORT_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_NODESTATUS_REFUSEDENTRY']._loaded_options = None
+  _globals['_NODESTATUS_REFUSEDENTRY']._serialized_options = b'8\001'
+  _globals['_WORK']._serialized_start=2686
+  _globals['_WORK']._serialized_end=2747
+  _globals['_ENVELOPE']._serialized_start=46
+  _globals['_ENVELOPE']._serialized_end=212
+  _globals['_ACK']._serialized_start=214
+  _globals['_ACK']._serialized_end=323
+  _globals['_SCALAR']._serialized_start=325
+  _globals['_SCALAR']._serialized_end=432
+  _globals['_FITCONFIG']._serialized_start=435
+  _globals['_FITCONFIG']._serialized_end=672
+  _globals['_FITCONFIG_EXTRAENTRY']._serialized_start=607
+  _globals['_FITCONFIG_EXTRAENTRY']._serialized_end=672
+  _globals['_ASSIGN']._serialized_start=675
+  _globals['_ASSIGN']._serialized_end=857
+  _globals['_ASSIGNREQUEST']._serialized_start=859
+  _globals['_ASSIGNREQUEST']._serialized_end=928
+  _globals['_UPDATEHEADER']._serialized_start=931
+  _globals['_UPDATEHEADER']._serialized_end=1211
+  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_start=1165
+  _globals['_UPDATEHEADER_METRICSENTRY']._serialized_end=1211
+  _globals['_UPLOADPART']._serialized_start=1213
+  _globals['_UPLOADPART']._serialized_end=1290
+  _globals['_INLINEUPDATE']._serialized_start=1292
+  _globals['_INLINEUPDATE']._serialized_end=1359
+  _globals['_EVALUATIONREPORT']._serialized_start=1362
+  _globals['_EVALUATIONREPORT']._serialized_end=1581
+  _globals['_EVALUATIONREPORT_METRICSENTRY']._serialized_start=1165
+  _globals['_EVALUATIONREPORT_METRICSENTRY']._serialized_end=1211
+  _globals['_INPUT']._serialized_start=1583
+  _globals['_INPUT']._serialized_end=1663
+  _globals['_COMMIT']._serialized_start=1666
+  _globals['_COMMIT']._serialized_end=1857
+  _globals['_COMMITREQUEST']._serialized_start=1859
+  _globals['_COMMITREQUEST']._serialized_end=1985
+  _globals['_FETCHREQUEST']._serialized_start=1987
+  _globals['_FETCHREQUEST']._serialized_end=2017
+  _globals['_BLOBHEADER']._serialized_start=2019
+  _globals['_BLOBHEADER']._serialized_end=2061
+  _globals['_BLOBPART']._serialized_start=2063
+  _globals['_BLOBPART']._serialized_end=2140
+  _globals['_STATUSREQUEST']._serialized_start=2142
+  _globals['_STATUSREQUEST']._serialized_end=2172
+  _globals['_PEERSTATE']._serialized_start=2174
+  _globals['_PEERSTATE']._serialized_end=2279
+  _globals['_NODESTATUS']._serialized_start=2282
+  _globals['_NODESTATUS']._serialized_end=2684
+  _globals['_NODESTATUS_REFUSEDENTRY']._serialized_start=2638
+  _globals['_NODESTATUS_REFUSEDENTRY']._serialized_end=2684
+  _globals['_PEER']._serialized_start=2750
+  _globals['_PEER']._serialized_end=3172
 # @@protoc_insertion_point(module_scope)

@@ -13,7 +13,6 @@ class Work(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WORK_UNSPECIFIED: _ClassVar[Work]
     WORK_FIT: _ClassVar[Work]
     WORK_EVALUATE: _ClassVar[Work]
-
 WORK_UNSPECIFIED: Work
 WORK_FIT: Work
 WORK_EVALUATE: Work
@@ -38,24 +37,17 @@ class Envelope(_message.Message):
     kind: str
     body: bytes
     signature: bytes
-    def __init__(
-        self,
-        protocol: _Optional[int] = ...,
-        federation_id: _Optional[str] = ...,
-        round: _Optional[int] = ...,
-        sender: _Optional[str] = ...,
-        nonce: _Optional[bytes] = ...,
-        timestamp_ms: _Optional[int] = ...,
-        kind: _Optional[str] = ...,
-        body: _Optional[bytes] = ...,
-        signature: _Optional[bytes] = ...,
-    ) -> None: ...
+    def __init__(self, protocol: _Optional[int] = ..., federation_id: _Optional[str] = ..., round: _Optional[int] = ..., sender: _Optional[str] = ..., nonce: _Optional[bytes] = ..., timestamp_ms: _Optional[int] = ..., kind: _Optional[str] = ..., body: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ("detail",)
+    __slots__ = ("detail", "assign", "commit")
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    ASSIGN_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
     detail: str
-    def __init__(self, detail: _Optional[str] = ...) -> None: ...
+    assign: AssignRequest
+    commit: CommitRequest
+    def __init__(self, detail: _Optional[str] = ..., assign: _Optional[_Union[AssignRequest, _Mapping]] = ..., commit: _Optional[_Union[CommitRequest, _Mapping]] = ...) -> None: ...
 
 class Scalar(_message.Message):
     __slots__ = ("bool_value", "int_value", "float_value", "string_value")
@@ -67,13 +59,7 @@ class Scalar(_message.Message):
     int_value: int
     float_value: float
     string_value: str
-    def __init__(
-        self,
-        bool_value: _Optional[bool] = ...,
-        int_value: _Optional[int] = ...,
-        float_value: _Optional[float] = ...,
-        string_value: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, bool_value: _Optional[bool] = ..., int_value: _Optional[int] = ..., float_value: _Optional[float] = ..., string_value: _Optional[str] = ...) -> None: ...
 
 class FitConfig(_message.Message):
     __slots__ = ("round", "epochs", "batch_size", "learning_rate", "seed", "proximal_mu", "extra")
@@ -84,7 +70,6 @@ class FitConfig(_message.Message):
         key: str
         value: Scalar
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Scalar, _Mapping]] = ...) -> None: ...
-
     ROUND_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -99,16 +84,7 @@ class FitConfig(_message.Message):
     seed: int
     proximal_mu: float
     extra: _containers.MessageMap[str, Scalar]
-    def __init__(
-        self,
-        round: _Optional[int] = ...,
-        epochs: _Optional[int] = ...,
-        batch_size: _Optional[int] = ...,
-        learning_rate: _Optional[float] = ...,
-        seed: _Optional[int] = ...,
-        proximal_mu: _Optional[float] = ...,
-        extra: _Optional[_Mapping[str, Scalar]] = ...,
-    ) -> None: ...
+    def __init__(self, round: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., seed: _Optional[int] = ..., proximal_mu: _Optional[float] = ..., extra: _Optional[_Mapping[str, Scalar]] = ...) -> None: ...
 
 class Assign(_message.Message):
     __slots__ = ("work", "attempt", "model_digest", "model_size", "config", "spec_digest", "deadline_ms")
@@ -126,29 +102,18 @@ class Assign(_message.Message):
     config: FitConfig
     spec_digest: str
     deadline_ms: int
-    def __init__(
-        self,
-        work: _Optional[_Union[Work, str]] = ...,
-        attempt: _Optional[int] = ...,
-        model_digest: _Optional[str] = ...,
-        model_size: _Optional[int] = ...,
-        config: _Optional[_Union[FitConfig, _Mapping]] = ...,
-        spec_digest: _Optional[str] = ...,
-        deadline_ms: _Optional[int] = ...,
-    ) -> None: ...
+    def __init__(self, work: _Optional[_Union[Work, str]] = ..., attempt: _Optional[int] = ..., model_digest: _Optional[str] = ..., model_size: _Optional[int] = ..., config: _Optional[_Union[FitConfig, _Mapping]] = ..., spec_digest: _Optional[str] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
+
+class AssignRequest(_message.Message):
+    __slots__ = ("assign", "model")
+    ASSIGN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    assign: Envelope
+    model: bytes
+    def __init__(self, assign: _Optional[_Union[Envelope, _Mapping]] = ..., model: _Optional[bytes] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
-    __slots__ = (
-        "attempt",
-        "base_digest",
-        "update_digest",
-        "update_size",
-        "num_examples",
-        "payload_bytes",
-        "seconds",
-        "metrics",
-        "dropout",
-    )
+    __slots__ = ("attempt", "base_digest", "update_digest", "update_size", "num_examples", "payload_bytes", "seconds", "metrics", "dropout")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -156,7 +121,6 @@ class UpdateHeader(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
-
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     BASE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     UPDATE_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -175,20 +139,17 @@ class UpdateHeader(_message.Message):
     seconds: float
     metrics: _containers.ScalarMap[str, float]
     dropout: str
-    def __init__(
-        self,
-        attempt: _Optional[int] = ...,
-        base_digest: _Optional[str] = ...,
-        update_digest: _Optional[str] = ...,
-        update_size: _Optional[int] = ...,
-        num_examples: _Optional[int] = ...,
-        payload_bytes: _Optional[int] = ...,
-        seconds: _Optional[float] = ...,
-        metrics: _Optional[_Mapping[str, float]] = ...,
-        dropout: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, attempt: _Optional[int] = ..., base_digest: _Optional[str] = ..., update_digest: _Optional[str] = ..., update_size: _Optional[int] = ..., num_examples: _Optional[int] = ..., payload_bytes: _Optional[int] = ..., seconds: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., dropout: _Optional[str] = ...) -> None: ...
 
 class UploadPart(_message.Message):
+    __slots__ = ("header", "data")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    header: Envelope
+    data: bytes
+    def __init__(self, header: _Optional[_Union[Envelope, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class InlineUpdate(_message.Message):
     __slots__ = ("header", "data")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
@@ -205,7 +166,6 @@ class EvaluationReport(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
-
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
     NUM_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
@@ -218,15 +178,7 @@ class EvaluationReport(_message.Message):
     loss: float
     metrics: _containers.ScalarMap[str, float]
     dropout: str
-    def __init__(
-        self,
-        attempt: _Optional[int] = ...,
-        model_digest: _Optional[str] = ...,
-        num_examples: _Optional[int] = ...,
-        loss: _Optional[float] = ...,
-        metrics: _Optional[_Mapping[str, float]] = ...,
-        dropout: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, attempt: _Optional[int] = ..., model_digest: _Optional[str] = ..., num_examples: _Optional[int] = ..., loss: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., dropout: _Optional[str] = ...) -> None: ...
 
 class Input(_message.Message):
     __slots__ = ("member", "update_digest", "accepted", "reason")
@@ -238,25 +190,10 @@ class Input(_message.Message):
     update_digest: str
     accepted: bool
     reason: str
-    def __init__(
-        self,
-        member: _Optional[str] = ...,
-        update_digest: _Optional[str] = ...,
-        accepted: _Optional[bool] = ...,
-        reason: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, member: _Optional[str] = ..., update_digest: _Optional[str] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Commit(_message.Message):
-    __slots__ = (
-        "attempt",
-        "previous_digest",
-        "model_digest",
-        "model_size",
-        "state_digest",
-        "state_size",
-        "inputs",
-        "record_json",
-    )
+    __slots__ = ("attempt", "previous_digest", "model_digest", "model_size", "state_digest", "state_size", "inputs", "record_json")
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -273,17 +210,19 @@ class Commit(_message.Message):
     state_size: int
     inputs: _containers.RepeatedCompositeFieldContainer[Input]
     record_json: str
-    def __init__(
-        self,
-        attempt: _Optional[int] = ...,
-        previous_digest: _Optional[str] = ...,
-        model_digest: _Optional[str] = ...,
-        model_size: _Optional[int] = ...,
-        state_digest: _Optional[str] = ...,
-        state_size: _Optional[int] = ...,
-        inputs: _Optional[_Iterable[_Union[Input, _Mapping]]] = ...,
-        record_json: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, attempt: _Optional[int] = ..., previous_digest: _Optional[str] = ..., model_digest: _Optional[str] = ..., model_size: _Optional[int] = ..., state_digest: _Optional[str] = ..., state_size: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[Input, _Mapping]]] = ..., record_json: _Optional[str] = ...) -> None: ...
+
+class CommitRequest(_message.Message):
+    __slots__ = ("commit", "model", "state", "next")
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
+    commit: Envelope
+    model: bytes
+    state: bytes
+    next: AssignRequest
+    def __init__(self, commit: _Optional[_Union[Envelope, _Mapping]] = ..., model: _Optional[bytes] = ..., state: _Optional[bytes] = ..., next: _Optional[_Union[AssignRequest, _Mapping]] = ...) -> None: ...
 
 class FetchRequest(_message.Message):
     __slots__ = ("digest",)
@@ -325,32 +264,10 @@ class PeerState(_message.Message):
     reachable: bool
     last_seen_ms: int
     last_error: str
-    def __init__(
-        self,
-        member: _Optional[str] = ...,
-        address: _Optional[str] = ...,
-        reachable: _Optional[bool] = ...,
-        last_seen_ms: _Optional[int] = ...,
-        last_error: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, member: _Optional[str] = ..., address: _Optional[str] = ..., reachable: _Optional[bool] = ..., last_seen_ms: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = (
-        "member",
-        "federation_id",
-        "topology",
-        "phase",
-        "round",
-        "rounds",
-        "model_digest",
-        "finished",
-        "last_commit",
-        "peers",
-        "refused",
-        "spec_digest",
-        "started_ms",
-        "last_error",
-    )
+    __slots__ = ("member", "federation_id", "topology", "phase", "round", "rounds", "model_digest", "finished", "last_commit", "peers", "refused", "spec_digest", "started_ms", "last_error")
     class RefusedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -358,7 +275,6 @@ class NodeStatus(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
-
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     FEDERATION_ID_FIELD_NUMBER: _ClassVar[int]
     TOPOLOGY_FIELD_NUMBER: _ClassVar[int]
@@ -387,20 +303,4 @@ class NodeStatus(_message.Message):
     spec_digest: str
     started_ms: int
     last_error: str
-    def __init__(
-        self,
-        member: _Optional[str] = ...,
-        federation_id: _Optional[str] = ...,
-        topology: _Optional[str] = ...,
-        phase: _Optional[str] = ...,
-        round: _Optional[int] = ...,
-        rounds: _Optional[int] = ...,
-        model_digest: _Optional[str] = ...,
-        finished: _Optional[bool] = ...,
-        last_commit: _Optional[_Union[Envelope, _Mapping]] = ...,
-        peers: _Optional[_Iterable[_Union[PeerState, _Mapping]]] = ...,
-        refused: _Optional[_Mapping[str, int]] = ...,
-        spec_digest: _Optional[str] = ...,
-        started_ms: _Optional[int] = ...,
-        last_error: _Optional[str] = ...,
-    ) -> None: ...
+    def __init__(self, member: _Optional[str] = ..., federation_id: _Optional[str] = ..., topology: _Optional[str] = ..., phase: _Optional[str] = ..., round: _Optional[int] = ..., rounds: _Optional[int] = ..., model_digest: _Optional[str] = ..., finished: _Optional[bool] = ..., last_commit: _Optional[_Union[Envelope, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[PeerState, _Mapping]]] = ..., refused: _Optional[_Mapping[str, int]] = ..., spec_digest: _Optional[str] = ..., started_ms: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
