@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test lint typecheck unit install dev clean bench
+.PHONY: demo test lint typecheck unit install dev clean bench proto
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ test: lint typecheck unit
 
 bench: $(VENV)/.core
 	$(BIN)/python benchmarks/simulation.py --clients 10 --rounds 20 --fraction 1.0
+
+proto: $(VENV)/.dev
+	$(BIN)/python scripts/gen_proto.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache runs

@@ -13,9 +13,11 @@ class Work(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WORK_UNSPECIFIED: _ClassVar[Work]
     WORK_FIT: _ClassVar[Work]
     WORK_EVALUATE: _ClassVar[Work]
+    WORK_EXCHANGE: _ClassVar[Work]
 WORK_UNSPECIFIED: Work
 WORK_FIT: Work
 WORK_EVALUATE: Work
+WORK_EXCHANGE: Work
 
 class Envelope(_message.Message):
     __slots__ = ("protocol", "federation_id", "round", "sender", "nonce", "timestamp_ms", "kind", "body", "signature")
@@ -40,14 +42,16 @@ class Envelope(_message.Message):
     def __init__(self, protocol: _Optional[int] = ..., federation_id: _Optional[str] = ..., round: _Optional[int] = ..., sender: _Optional[str] = ..., nonce: _Optional[bytes] = ..., timestamp_ms: _Optional[int] = ..., kind: _Optional[str] = ..., body: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ("detail", "assign", "commit")
+    __slots__ = ("detail", "assign", "commit", "cosignature")
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     ASSIGN_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
+    COSIGNATURE_FIELD_NUMBER: _ClassVar[int]
     detail: str
     assign: AssignRequest
     commit: CommitRequest
-    def __init__(self, detail: _Optional[str] = ..., assign: _Optional[_Union[AssignRequest, _Mapping]] = ..., commit: _Optional[_Union[CommitRequest, _Mapping]] = ...) -> None: ...
+    cosignature: bytes
+    def __init__(self, detail: _Optional[str] = ..., assign: _Optional[_Union[AssignRequest, _Mapping]] = ..., commit: _Optional[_Union[CommitRequest, _Mapping]] = ..., cosignature: _Optional[bytes] = ...) -> None: ...
 
 class Scalar(_message.Message):
     __slots__ = ("bool_value", "int_value", "float_value", "string_value")
@@ -87,7 +91,7 @@ class FitConfig(_message.Message):
     def __init__(self, round: _Optional[int] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., seed: _Optional[int] = ..., proximal_mu: _Optional[float] = ..., extra: _Optional[_Mapping[str, Scalar]] = ...) -> None: ...
 
 class Assign(_message.Message):
-    __slots__ = ("work", "attempt", "model_digest", "model_size", "config", "spec_digest", "deadline_ms")
+    __slots__ = ("work", "attempt", "model_digest", "model_size", "config", "spec_digest", "deadline_ms", "exchange_kind", "payload_digest", "payload_size")
     WORK_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +99,9 @@ class Assign(_message.Message):
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     SPEC_DIGEST_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    EXCHANGE_KIND_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_SIZE_FIELD_NUMBER: _ClassVar[int]
     work: Work
     attempt: int
     model_digest: str
@@ -102,18 +109,23 @@ class Assign(_message.Message):
     config: FitConfig
     spec_digest: str
     deadline_ms: int
-    def __init__(self, work: _Optional[_Union[Work, str]] = ..., attempt: _Optional[int] = ..., model_digest: _Optional[str] = ..., model_size: _Optional[int] = ..., config: _Optional[_Union[FitConfig, _Mapping]] = ..., spec_digest: _Optional[str] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
+    exchange_kind: str
+    payload_digest: str
+    payload_size: int
+    def __init__(self, work: _Optional[_Union[Work, str]] = ..., attempt: _Optional[int] = ..., model_digest: _Optional[str] = ..., model_size: _Optional[int] = ..., config: _Optional[_Union[FitConfig, _Mapping]] = ..., spec_digest: _Optional[str] = ..., deadline_ms: _Optional[int] = ..., exchange_kind: _Optional[str] = ..., payload_digest: _Optional[str] = ..., payload_size: _Optional[int] = ...) -> None: ...
 
 class AssignRequest(_message.Message):
-    __slots__ = ("assign", "model")
+    __slots__ = ("assign", "model", "payload")
     ASSIGN_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     assign: Envelope
     model: bytes
-    def __init__(self, assign: _Optional[_Union[Envelope, _Mapping]] = ..., model: _Optional[bytes] = ...) -> None: ...
+    payload: bytes
+    def __init__(self, assign: _Optional[_Union[Envelope, _Mapping]] = ..., model: _Optional[bytes] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
-    __slots__ = ("attempt", "base_digest", "update_digest", "update_size", "num_examples", "payload_bytes", "seconds", "metrics", "dropout")
+    __slots__ = ("attempt", "base_digest", "update_digest", "update_size", "num_examples", "payload_bytes", "seconds", "metrics", "dropout", "exchange_kind", "ledger_entry")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +142,8 @@ class UpdateHeader(_message.Message):
     SECONDS_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     DROPOUT_FIELD_NUMBER: _ClassVar[int]
+    EXCHANGE_KIND_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_ENTRY_FIELD_NUMBER: _ClassVar[int]
     attempt: int
     base_digest: str
     update_digest: str
@@ -139,7 +153,9 @@ class UpdateHeader(_message.Message):
     seconds: float
     metrics: _containers.ScalarMap[str, float]
     dropout: str
-    def __init__(self, attempt: _Optional[int] = ..., base_digest: _Optional[str] = ..., update_digest: _Optional[str] = ..., update_size: _Optional[int] = ..., num_examples: _Optional[int] = ..., payload_bytes: _Optional[int] = ..., seconds: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., dropout: _Optional[str] = ...) -> None: ...
+    exchange_kind: str
+    ledger_entry: bytes
+    def __init__(self, attempt: _Optional[int] = ..., base_digest: _Optional[str] = ..., update_digest: _Optional[str] = ..., update_size: _Optional[int] = ..., num_examples: _Optional[int] = ..., payload_bytes: _Optional[int] = ..., seconds: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., dropout: _Optional[str] = ..., exchange_kind: _Optional[str] = ..., ledger_entry: _Optional[bytes] = ...) -> None: ...
 
 class UploadPart(_message.Message):
     __slots__ = ("header", "data")
@@ -193,7 +209,7 @@ class Input(_message.Message):
     def __init__(self, member: _Optional[str] = ..., update_digest: _Optional[str] = ..., accepted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Commit(_message.Message):
-    __slots__ = ("attempt", "previous_digest", "model_digest", "model_size", "state_digest", "state_size", "inputs", "record_json")
+    __slots__ = ("attempt", "previous_digest", "model_digest", "model_size", "state_digest", "state_size", "inputs", "record_json", "ledger_entries", "checkpoint", "extension_state")
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -202,6 +218,9 @@ class Commit(_message.Message):
     STATE_SIZE_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     RECORD_JSON_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    EXTENSION_STATE_FIELD_NUMBER: _ClassVar[int]
     attempt: int
     previous_digest: str
     model_digest: str
@@ -210,7 +229,10 @@ class Commit(_message.Message):
     state_size: int
     inputs: _containers.RepeatedCompositeFieldContainer[Input]
     record_json: str
-    def __init__(self, attempt: _Optional[int] = ..., previous_digest: _Optional[str] = ..., model_digest: _Optional[str] = ..., model_size: _Optional[int] = ..., state_digest: _Optional[str] = ..., state_size: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[Input, _Mapping]]] = ..., record_json: _Optional[str] = ...) -> None: ...
+    ledger_entries: _containers.RepeatedScalarFieldContainer[bytes]
+    checkpoint: bytes
+    extension_state: bytes
+    def __init__(self, attempt: _Optional[int] = ..., previous_digest: _Optional[str] = ..., model_digest: _Optional[str] = ..., model_size: _Optional[int] = ..., state_digest: _Optional[str] = ..., state_size: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[Input, _Mapping]]] = ..., record_json: _Optional[str] = ..., ledger_entries: _Optional[_Iterable[bytes]] = ..., checkpoint: _Optional[bytes] = ..., extension_state: _Optional[bytes] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
     __slots__ = ("commit", "model", "state", "next")
@@ -304,3 +326,27 @@ class NodeStatus(_message.Message):
     started_ms: int
     last_error: str
     def __init__(self, member: _Optional[str] = ..., federation_id: _Optional[str] = ..., topology: _Optional[str] = ..., phase: _Optional[str] = ..., round: _Optional[int] = ..., rounds: _Optional[int] = ..., model_digest: _Optional[str] = ..., finished: _Optional[bool] = ..., last_commit: _Optional[_Union[Envelope, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[PeerState, _Mapping]]] = ..., refused: _Optional[_Mapping[str, int]] = ..., spec_digest: _Optional[str] = ..., started_ms: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
+
+class CheckpointRequest(_message.Message):
+    __slots__ = ("checkpoint", "size", "root")
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    checkpoint: bytes
+    size: int
+    root: bytes
+    def __init__(self, checkpoint: _Optional[bytes] = ..., size: _Optional[int] = ..., root: _Optional[bytes] = ...) -> None: ...
+
+class CheckpointReply(_message.Message):
+    __slots__ = ("checkpoint", "size", "root", "consistency", "cosignature")
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    COSIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    checkpoint: bytes
+    size: int
+    root: bytes
+    consistency: _containers.RepeatedScalarFieldContainer[bytes]
+    cosignature: bytes
+    def __init__(self, checkpoint: _Optional[bytes] = ..., size: _Optional[int] = ..., root: _Optional[bytes] = ..., consistency: _Optional[_Iterable[bytes]] = ..., cosignature: _Optional[bytes] = ...) -> None: ...

@@ -70,6 +70,11 @@ class PeerStub:
                 request_serializer=fedswarm_dot_v1_dot_federation__pb2.Envelope.SerializeToString,
                 response_deserializer=fedswarm_dot_v1_dot_federation__pb2.NodeStatus.FromString,
                 _registered_method=True)
+        self.Checkpoint = channel.unary_unary(
+                '/fedswarm.v1.Peer/Checkpoint',
+                request_serializer=fedswarm_dot_v1_dot_federation__pb2.Envelope.SerializeToString,
+                response_deserializer=fedswarm_dot_v1_dot_federation__pb2.CheckpointReply.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -124,6 +129,13 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Checkpoint(self, request, context):
+        """Compare ledger histories: the callee's checkpoint and a consistency proof from the caller's size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +173,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=fedswarm_dot_v1_dot_federation__pb2.Envelope.FromString,
                     response_serializer=fedswarm_dot_v1_dot_federation__pb2.NodeStatus.SerializeToString,
+            ),
+            'Checkpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.Checkpoint,
+                    request_deserializer=fedswarm_dot_v1_dot_federation__pb2.Envelope.FromString,
+                    response_serializer=fedswarm_dot_v1_dot_federation__pb2.CheckpointReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +369,33 @@ class Peer:
             '/fedswarm.v1.Peer/Status',
             fedswarm_dot_v1_dot_federation__pb2.Envelope.SerializeToString,
             fedswarm_dot_v1_dot_federation__pb2.NodeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Checkpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedswarm.v1.Peer/Checkpoint',
+            fedswarm_dot_v1_dot_federation__pb2.Envelope.SerializeToString,
+            fedswarm_dot_v1_dot_federation__pb2.CheckpointReply.FromString,
             options,
             channel_credentials,
             insecure,
