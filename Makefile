@@ -35,7 +35,15 @@ lint: $(VENV)/.dev
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
-unit: $(VENV)/.dev
+ANVIL := tools/evm/node_modules/.bin/anvil
+
+# A local Ethereum node (anvil, from the npm registry) for the tests of anchoring over JSON-RPC.
+$(ANVIL): tools/evm/package.json tools/evm/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed to install tools/evm (Debian package: npm)"; exit 1; }
+	npm ci --prefix tools/evm --no-audit --no-fund --loglevel=error
+	touch $@
+
+unit: $(VENV)/.dev $(ANVIL)
 	$(BIN)/pytest -n 2 --dist loadgroup -q
 
 test: lint typecheck unit
@@ -47,4 +55,4 @@ proto: $(VENV)/.dev
 	$(BIN)/python scripts/gen_proto.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache runs
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache runs tools/evm/node_modules
