@@ -1,6 +1,7 @@
 """``fedswarm ledger``: verify, inspect, prove, audit and anchor a federation's ledger.
 
-PATH is a ledger folder, a run directory written by ``fedswarm simulate``, or a node's data folder.
+PATH is a ledger folder, a run directory written by ``fedswarm simulate``, a node's data folder (its
+replica is ``DATA/ledger``), or a node's startup kit whose data folder is the default ``KIT/state``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fedswarm.core.errors import VerificationError
 from fedswarm.ledger.audit import Blame, blame, lineage, load_audit
 from fedswarm.ledger.merkle import leaf_hash, verify_inclusion
 from fedswarm.ledger.report import audit_report, blame_json, describe, render_html
-from fedswarm.ledger.store import LedgerStore, find_ledger
+from fedswarm.ledger.store import DB_NAME, LedgerStore, find_ledger
 from fedswarm.ledger.verify import VerifyReport, verify_ledger
 
 __all__ = ["PROOF_FORMAT", "ledger_app"]
@@ -31,7 +32,19 @@ ledger_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-PathArg = Annotated[Path, typer.Argument(help="ledger folder, run directory or node data folder", show_default=False)]
+
+def _node_folder(path: Path) -> Path:
+    """A node's startup kit stands for its default data folder (``KIT/state``) when that holds the ledger."""
+    state = Path(path) / "state"
+    return state if (state / "ledger" / DB_NAME).is_file() else path
+
+
+PathArg = Annotated[
+    Path,
+    typer.Argument(
+        help="ledger folder, run directory, node data folder or node kit", show_default=False, callback=_node_folder
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON on stdout")]
 
 

@@ -1,4 +1,8 @@
-"""``fedswarm node``: run a member's node next to its data, and ask a node for its status."""
+"""``fedswarm node``: run a member's node next to its data, and ask a node for its status.
+
+A kit whose keys are encrypted needs its password: ``--password-file PATH``, the environment variable
+``FEDSWARM_KIT_PASSWORD``, or a prompt when standard input is a terminal (never an option in clear).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from typing import Annotated
 import typer
 
 from fedswarm.cli.common import err_console, fail, guarded
+from fedswarm.cli.passwords import KIT_PASSWORD_ENV, kit_password
 from fedswarm.spec.schema import load_spec
 
 __all__ = ["app", "configure_logging", "start", "status"]
@@ -44,6 +49,14 @@ def start(
     exit_when_finished: Annotated[
         bool, typer.Option("--exit-when-finished", help="stop once the job's last round is committed")
     ] = False,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--password-file",
+            help=f"file holding the kit password, if its keys are encrypted (or set {KIT_PASSWORD_ENV}; "
+            "asked on a terminal)",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start this member's node: gRPC with mutual TLS, train when asked, lead when it is its turn."""
@@ -52,12 +65,19 @@ def start(
     spec_path = spec if spec is not None else kit / _SPEC_IN_KIT
     if not spec_path.is_file():
         fail(f"{spec_path}: no spec (pass --spec SPEC.toml)", 2)
+    password = guarded(lambda: kit_password(kit, password_file))
     configure_logging(kit.resolve().name, verbose=verbose)
 
     def build() -> NodeDaemon:
         loaded, _ = load_spec(spec_path)
         return NodeDaemon(
-            kit, spec=loaded, data_path=data, state_dir=state, listen=listen, exit_when_finished=exit_when_finished
+            kit,
+            spec=loaded,
+            data_path=data,
+            state_dir=state,
+            listen=listen,
+            exit_when_finished=exit_when_finished,
+            password=password,
         )
 
     daemon = guarded(build)
@@ -78,13 +98,22 @@ def status(
     address: Annotated[str | None, typer.Option("--address", help="host:port (default: manifest address)")] = None,
     json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds")] = 5.0,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--password-file",
+            help=f"file holding the kit password, if its keys are encrypted (or set {KIT_PASSWORD_ENV}; "
+            "asked on a terminal)",
+        ),
+    ] = None,
 ) -> None:
     """Ask a running node for its round, health, peers and refusals (with the kit's own identity)."""
     from fedswarm.node.status import query_status
     from fedswarm.transport.client import PeerError
 
+    password = guarded(lambda: kit_password(kit, password_file))
     try:
-        report = guarded(lambda: query_status(kit, address=address, timeout=timeout))
+        report = guarded(lambda: query_status(kit, address=address, timeout=timeout, password=password))
     except PeerError as exc:  # pragma: no cover - guarded turns FedswarmError into an exit
         fail(str(exc))
     if json_:

@@ -19,7 +19,7 @@ import typer
 from fedswarm.cli.common import err_console, guarded
 from fedswarm.cli.simulate import print_summary
 from fedswarm.codec.tensors import save as save_parameters
-from fedswarm.node.records import outcome_from_record
+from fedswarm.node.records import extension_summary, outcome_from_record
 from fedswarm.node.up import LocalFederation, run_local_federation
 from fedswarm.sim.baselines import BaselineResult, centralized_baseline, local_only_baseline
 from fedswarm.sim.engine import build_summary, pick_baseline_members, round_record, write_run_outputs
@@ -73,6 +73,7 @@ def report(spec: Spec, fed: LocalFederation, *, seconds: float) -> dict[str, Any
     summary["dropouts"] = sum(len(r["dropouts"]) for r in records)
     summary["rejected"] = sum(len(r["rejected"]) for r in records)
     summary["federated_seconds"] = round(seconds, 4)
+    summary.update(extension_summary(records))  # privacy, flagged, detection, stopped_early, as simulate
     summary["wall_seconds"] = round(seconds + time.perf_counter() - t0, 4)
     summary["topology"] = spec.federation.topology
     summary["logs"] = str(fed.logs)

@@ -9,6 +9,14 @@ classifies what went wrong (missing, empty, truncated, not PEM, wrong password, 
 The PEM framing checks here (RFC 7468) are textual; :func:`parse_private_key` and
 :func:`private_key_pem` handle PKCS #8 private keys, optionally encrypted with a password, for both
 :mod:`fedswarm.crypto.signing` (Ed25519) and :mod:`fedswarm.crypto.pki` (ECDSA P-256).
+
+Secrets that are not PEM keys (a CKKS secret context, a join key) are protected with the same password
+by :func:`write_secret`: the file is ``SEALED_MAGIC``, one byte each of ``log2 N``, ``r`` and ``p``, a
+16-byte salt, then the AES-256-GCM output ``nonce || ciphertext || tag`` (:func:`fedswarm.crypto.aead.aead_seal`)
+under the key ``scrypt(password, salt, N, r, p)`` (RFC 7914, Percival and Josefsson, 2016); the header
+and a label naming the file's purpose are the associated data, so a file cannot be swapped for another
+kind of secret sealed with the same password. Without a password the secret is written as is (mode
+``0600``). :func:`read_password_file` reads a password kept in a file (one trailing newline removed).
 """
 
 from __future__ import annotations
@@ -22,19 +30,28 @@ from typing import Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from fedswarm.core.errors import ConfigurationError, FedswarmError
+from fedswarm.core.errors import ConfigurationError, FedswarmError, VerificationError
+from fedswarm.crypto.aead import AEAD_KEY_BYTES, AEAD_OVERHEAD, aead_open, aead_seal
 
 __all__ = [
+    "SEALED_MAGIC",
     "KeyMaterialError",
     "MaterialProblem",
     "check_pem",
+    "is_password_sealed",
+    "open_with_password",
     "parse_private_key",
     "private_key_pem",
     "read_material",
+    "read_password_file",
+    "read_secret",
+    "seal_with_password",
     "write_atomic",
     "write_private",
     "write_public",
+    "write_secret",
 ]
 
 MaterialProblem = Literal[
@@ -53,6 +70,13 @@ PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
 
 _BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
+
+SEALED_MAGIC = b"fedswarm-sealed/1\n"
+"""First bytes of a password-sealed secret (:func:`seal_with_password`)."""
+_SALT_BYTES = 16
+_SCRYPT_LOG2_N, _SCRYPT_R, _SCRYPT_P = 15, 8, 1  # 32 MiB, about 0.1 s: the cost of an interactive login
+_MAX_LOG2_N = 20  # refuse headers asking for more than 128 MiB of scrypt memory
+_HEADER_BYTES = len(SEALED_MAGIC) + 3 + _SALT_BYTES
 
 
 class KeyMaterialError(FedswarmError):
@@ -204,6 +228,112 @@ def private_key_pem(key: PrivateKeyTypes, *, password: bytes | None) -> bytes:
     else:
         encryption = serialization.BestAvailableEncryption(password)
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+def read_password_file(path: Path) -> bytes:
+    """The password kept in ``path``: its bytes without one trailing newline (``\\n`` or ``\\r\\n``).
+
+    Raises
+    ------
+    KeyMaterialError
+        ``missing``, ``unreadable`` or ``empty`` (a file holding only a newline is empty too).
+    """
+    data = read_material(path)
+    for ending in (b"\r\n", b"\n"):
+        if data.endswith(ending):
+            data = data[: -len(ending)]
+            break
+    if not data:  # pragma: no cover - read_material refuses whitespace-only files already
+        raise KeyMaterialError(str(path), "empty", "the password file holds no password")
+    return data
+
+
+def is_password_sealed(data: bytes) -> bool:
+    """Whether ``data`` starts like the output of :func:`seal_with_password`."""
+    return bytes(data[: len(SEALED_MAGIC)]) == SEALED_MAGIC
+
+
+def _scrypt_key(password: bytes, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
+    return Scrypt(salt=salt, length=AEAD_KEY_BYTES, n=1 << log2_n, r=r, p=p).derive(password)
+
+
+def _check_password(password: bytes) -> None:
+    if not password:
+        raise ConfigurationError("password: an empty password is not allowed; pass None for no encryption")
+
+
+def seal_with_password(data: bytes, password: bytes, *, label: str) -> bytes:
+    """Encrypt ``data`` under a key derived from ``password`` with scrypt (format in the module docstring).
+
+    Parameters
+    ----------
+    data
+        The secret.
+    password
+        A non-empty password.
+    label
+        What the secret is (``"fedswarm.ckks-secret-context"``); :func:`open_with_password` needs the same.
+
+    Raises
+    ------
+    ConfigurationError
+        An empty password.
+    """
+    _check_password(password)
+    salt = os.urandom(_SALT_BYTES)
+    header = SEALED_MAGIC + bytes((_SCRYPT_LOG2_N, _SCRYPT_R, _SCRYPT_P)) + salt
+    key = _scrypt_key(password, salt, _SCRYPT_LOG2_N, _SCRYPT_R, _SCRYPT_P)
+    return header + aead_seal(key, data, associated_data=header + label.encode("utf-8"))
+
+
+def open_with_password(data: bytes, password: bytes | None, *, label: str, source: str) -> bytes:
+    """Decrypt the output of :func:`seal_with_password`.
+
+    Raises
+    ------
+    KeyMaterialError
+        Naming ``source``: ``not encrypted`` (no sealed header), ``password required`` (``password`` is
+        ``None``), ``truncated``, ``wrong format`` (unsupported parameters) or ``wrong password`` (the key
+        does not open it: a wrong password, another label, or altered bytes).
+    """
+    data = bytes(data)
+    if not is_password_sealed(data):
+        raise KeyMaterialError(source, "not encrypted", "no fedswarm-sealed header")
+    if password is None:
+        raise KeyMaterialError(source, "password required", "the secret is encrypted")
+    _check_password(password)
+    if len(data) < _HEADER_BYTES + AEAD_OVERHEAD:
+        raise KeyMaterialError(source, "truncated", f"{len(data)} bytes is shorter than the sealed header")
+    log2_n, r, p = data[len(SEALED_MAGIC) : len(SEALED_MAGIC) + 3]
+    if not (10 <= log2_n <= _MAX_LOG2_N and r == _SCRYPT_R and 1 <= p <= 4):
+        raise KeyMaterialError(source, "wrong format", f"unsupported scrypt parameters N=2^{log2_n}, r={r}, p={p}")
+    header = data[:_HEADER_BYTES]
+    key = _scrypt_key(password, header[-_SALT_BYTES:], log2_n, r, p)
+    try:
+        return aead_open(key, data[_HEADER_BYTES:], associated_data=header + label.encode("utf-8"))
+    except VerificationError:
+        raise KeyMaterialError(source, "wrong password", "could not decrypt it (or the file was altered)") from None
+
+
+def write_secret(path: Path, data: bytes, *, password: bytes | None, label: str) -> None:
+    """Write a secret atomically with mode ``0600``, sealed with ``password`` when one is given."""
+    write_private(path, data if password is None else seal_with_password(data, password, label=label))
+
+
+def read_secret(path: Path, *, password: bytes | None, label: str) -> bytes:
+    """Read a secret written by :func:`write_secret`.
+
+    Raises
+    ------
+    KeyMaterialError
+        Naming ``path``: as :func:`read_material`, ``not encrypted`` when a password is given for a plain
+        secret (refused rather than ignored), ``password required`` when the secret is sealed and no
+        password is given, and the errors of :func:`open_with_password`.
+    """
+    data = read_material(path)
+    if password is None and not is_password_sealed(data):
+        return data
+    return open_with_password(data, password, label=label, source=str(path))
 
 
 def _fsync_directory(directory: Path) -> None:

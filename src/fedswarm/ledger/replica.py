@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from fedswarm.core.errors import VerificationError
-from fedswarm.crypto.signing import SIGNATURE_SIZE, SigningKey, VerifyKey
-from fedswarm.ledger.checkpoint import Checkpoint, Cosignature, cosign
+from fedswarm.crypto.signing import SigningKey, VerifyKey
+from fedswarm.ledger.checkpoint import Checkpoint, Cosignature, cosign, quorum_size, verify_final
 from fedswarm.ledger.entries import EntryError, SignedEntry
 from fedswarm.ledger.merkle import leaf_hash, verify_consistency
 from fedswarm.ledger.state import LedgerState
@@ -92,8 +92,10 @@ class Replica:
         self._coordinator_key = bytes(coordinator_key)
         self._accepted: dict[int, Checkpoint] = {}
         self._alarm: ForkDetected | None = None
+        self._stored: set[int] = set()
         for checkpoint in store.checkpoints():
             self._accepted.setdefault(checkpoint.head.size, checkpoint)
+            self._stored.add(checkpoint.head.size)
 
     @property
     def store(self) -> LedgerStore:
@@ -115,6 +117,21 @@ class Replica:
         """The largest accepted checkpoint."""
         return self._accepted[max(self._accepted)] if self._accepted else None
 
+    @property
+    def state(self) -> LedgerState:
+        """The federation as the local log describes it (read it, do not change it)."""
+        return self._state
+
+    @property
+    def coordinator_key(self) -> bytes:
+        """The key checkpoints must be signed with."""
+        return self._coordinator_key
+
+    def halt(self, alarm: ForkDetected) -> None:
+        """Stop this replica with ``alarm`` (a fork found outside it, e.g. by comparing cosigned heads)."""
+        if self._alarm is None:
+            self._alarm = alarm
+
     def _check_running(self) -> None:
         if self._alarm is not None:
             raise self._alarm
@@ -122,6 +139,137 @@ class Replica:
     def _fork(self, message: str, evidence: Sequence[Checkpoint]) -> ForkDetected:
         self._alarm = ForkDetected(message, evidence=evidence)
         return self._alarm
+
+    def check_peer(
+        self, peer: str, size: int, root: bytes, *, proof: Sequence[bytes] = (), base: int | None = None
+    ) -> None:
+        """Check a peer's account of its log (``size`` entries hashing to ``root``) against the local one.
+
+        The account need not be signed: the transport authenticated the peer, and a peer holding another
+        history than this node's is a fork whoever is to blame. When the peer's log is longer, ``proof``
+        must be the consistency proof to ``size`` from ``base`` entries (default: the local log's size;
+        the size this node announced when it asked, if it appended entries since).
+
+        Raises
+        ------
+        ForkDetected
+            Naming the peer, both sizes and roots; the replica halts.
+        """
+        self._check_running()
+        local_size = self._store.size
+        if size <= local_size:
+            local_root = self._store.root(size)
+            if local_root != bytes(root):
+                raise self._fork(
+                    f"{peer} holds another history: its {size} entries hash to {bytes(root).hex()[:16]}..., "
+                    f"the first {size} entries here to {local_root.hex()[:16]}... (this log has {local_size})",
+                    self._accepted_at_or_above(size),
+                )
+            return
+        start = local_size if base is None else min(base, local_size)
+        try:
+            verify_consistency(start, size, self._store.root(start), bytes(root), proof)
+        except VerificationError as exc:
+            raise self._fork(
+                f"{peer}'s log of {size} entries (root {bytes(root).hex()[:16]}...) does not extend the first "
+                f"{start} entries here (root {self._store.root(start).hex()[:16]}...): {exc}",
+                self._accepted_at_or_above(0),
+            ) from None
+
+    def accept_final(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        quorum: tuple[int, int] | None = None,
+        proof: Sequence[bytes] = (),
+        cosignatures_checked: bool = False,
+    ) -> bool:
+        """Check a checkpoint that claims to be final and store it; ``True`` if it was new here.
+
+        It must be cosigned by strictly more than ``quorum`` (default: the log's) of the members registered
+        in the local log, signed by the coordinator and describe the local history
+        (:meth:`receive_checkpoint`). Checkpoints beyond the local log are checked but not stored.
+        ``cosignatures_checked``: the caller checked every cosignature against the registered keys (it
+        gathered them itself); only their number is counted then. The coordinator's signature is not
+        checked twice when it is the same signature as a cosignature by the same key (the coordinator's
+        member cosigned the head it signs).
+
+        Raises
+        ------
+        VerificationError
+            A bad signature, too few cosigners, another federation (the replica keeps running).
+        ForkDetected
+            It contradicts the local log or another checkpoint; the replica halts.
+        """
+        self._check_running()
+        members, fraction = self._state.members(), quorum or self._state.quorum
+        if cosignatures_checked:
+            cosigners = {c.member for c in checkpoint.cosignatures if members.get(c.member) == c.key}
+            if len(cosigners) < quorum_size(len(members), quorum=fraction):
+                raise VerificationError(f"checkpoint of size {checkpoint.head.size} is not final")
+        else:
+            verify_final(checkpoint, members, quorum=fraction)
+        cosigned = any((c.key, c.signature) == (checkpoint.key, checkpoint.signature) for c in checkpoint.cosignatures)
+        self._receive(checkpoint, proof=proof, signed=cosigned)
+        size = checkpoint.head.size
+        if size > self._store.size or size in self._stored:
+            return False
+        self._store.add_checkpoint(checkpoint)
+        self._stored.add(size)
+        return True
+
+    def extend(self, records: Sequence[bytes | SignedEntry], *, signatures_checked: bool = False) -> list[SignedEntry]:
+        """Append records that no checkpoint covers yet (a round's entries as its commit carries them).
+
+        Every record is parsed, its signature checked (unless ``signatures_checked``: the caller checked
+        exactly these records with :meth:`check`) and its rules replayed on a copy of the state; the
+        records are written, in one transaction, only if all pass.
+
+        Raises
+        ------
+        VerificationError
+            Naming the first bad record (nothing is written).
+        """
+        self._check_running()
+        signed, trial = self._check_records(self._store.size, records, verify=not signatures_checked)
+        self._store.append_many(signed)
+        self._state = trial
+        return signed
+
+    def check(self, records: Sequence[bytes | SignedEntry], *, signatures_checked: bool = False) -> None:
+        """What :meth:`extend` checks, without writing anything.
+
+        Raises
+        ------
+        VerificationError
+            Naming the first bad record.
+        """
+        self._check_running()
+        self._check_records(self._store.size, records, verify=not signatures_checked)
+
+    def _check_records(
+        self, start: int, records: Sequence[bytes | SignedEntry], *, verify: bool
+    ) -> tuple[list[SignedEntry], LedgerState]:
+        signed: list[SignedEntry] = []
+        trial = _copy_state(self._state)
+        keys: dict[bytes, VerifyKey] = {}
+        for offset, record in enumerate(records):
+            seq = start + offset
+            try:
+                item = record if isinstance(record, SignedEntry) else SignedEntry.from_record(record)
+            except EntryError as exc:
+                raise VerificationError(f"entry {seq}: {exc}") from None
+            verify_key = keys.get(item.entry.key)
+            if verify_key is None and verify:
+                verify_key = keys[item.entry.key] = VerifyKey.from_raw(item.entry.key)
+            try:
+                if verify_key is not None:
+                    verify_key.verify(item.message, item.signature)
+                trial.apply(item.entry)
+            except VerificationError as exc:
+                raise VerificationError(f"entry {seq} ({item.entry.kind} by {item.entry.author}): {exc}") from None
+            signed.append(item)
+        return signed, trial
 
     def receive_checkpoint(self, checkpoint: Checkpoint, *, proof: Sequence[bytes] = ()) -> None:
         """Accept a peer's checkpoint if it describes the local history (or extends it, with ``proof``).
@@ -137,11 +285,16 @@ class Replica:
         ForkDetected
             If it contradicts the local log or an accepted checkpoint; the replica halts.
         """
+        self._receive(checkpoint, proof=proof, signed=False)
+
+    def _receive(self, checkpoint: Checkpoint, *, proof: Sequence[bytes], signed: bool) -> None:
+        """:meth:`receive_checkpoint`; ``signed``: the coordinator's signature was checked already."""
         self._check_running()
         head = checkpoint.head
         if head.federation != self._store.federation:
             raise VerificationError(f"checkpoint for federation {head.federation!r}, not {self._store.federation!r}")
-        checkpoint.verify_signature(signer_key=self._coordinator_key)
+        if not signed or checkpoint.key != self._coordinator_key:
+            checkpoint.verify_signature(signer_key=self._coordinator_key)
         known = self._accepted.get(head.size)
         if known is not None and known.head.root != head.root:
             raise self._fork(
@@ -192,22 +345,7 @@ class Replica:
                 f"{len(records)} records after entry {start - 1} do not reach the checkpoint's size {checkpoint.head.size}"
             )
         checkpoint.verify_signature(signer_key=self._coordinator_key)
-        signed: list[SignedEntry] = []
-        trial = _copy_state(self._state)
-        for offset, record in enumerate(records):
-            seq = start + offset
-            try:
-                item = SignedEntry.from_record(record)
-            except EntryError as exc:
-                raise VerificationError(f"entry {seq}: {exc}") from None
-            if len(item.signature) != SIGNATURE_SIZE:
-                raise VerificationError(f"entry {seq}: bad signature length")
-            VerifyKey.from_raw(item.entry.key).verify(item.message, item.signature)
-            try:
-                trial.apply(item.entry)
-            except VerificationError as exc:
-                raise VerificationError(f"entry {seq}: {exc}") from None
-            signed.append(item)
+        signed, trial = self._check_records(start, records, verify=True)
         overlay = MerkleTree(_Overlay(self._store.tree.store), size=start)
         overlay.extend([leaf_hash(r) for r in records])
         if overlay.root() != checkpoint.head.root:
@@ -218,8 +356,9 @@ class Replica:
         self._store.append_many(signed)
         self._state = trial
         self.receive_checkpoint(checkpoint)
-        if all(c.head.size != checkpoint.head.size for c in self._store.checkpoints()):
+        if checkpoint.head.size not in self._stored:
             self._store.add_checkpoint(checkpoint)
+            self._stored.add(checkpoint.head.size)
 
     def cosign(
         self, checkpoint: Checkpoint, *, member: str, key: SigningKey, proof: Sequence[bytes] = ()

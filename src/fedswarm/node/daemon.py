@@ -23,23 +23,27 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from fedswarm.core.errors import ConfigurationError, FedswarmError
+from fedswarm.core.errors import ConfigurationError, FedswarmError, VerificationError
 from fedswarm.core.parameters import Parameters
-from fedswarm.node.kit import Kit, load_kit
+from fedswarm.node.exchange_service import ExchangePeerService, payload_of
+from fedswarm.node.kit import Kit, load_kit, reload_kit
 from fedswarm.node.leader import DeclaredInput, check_own_input, leader_order
+from fedswarm.node.ledger_node import NodeLedger
 from fedswarm.node.network import Network
 from fedswarm.node.persist import NodeStore, Progress
+from fedswarm.node.records import stop_reason
 from fedswarm.node.roster import Roster, tls_material, trust_from_kit
 from fedswarm.node.roundloop import ExchangeDriver
 from fedswarm.node.status import PHASES, Phase
 from fedswarm.node.worker import Job, MemberWorker
-from fedswarm.node.world import NodeWorld, build_node_world, job_digest
+from fedswarm.node.world import NodeWorld, build_node_world, job_digest, kit_ckks_keys
+from fedswarm.rounds.coordinator import RoundOutcome
 from fedswarm.rounds.observer import RunObserver
 from fedswarm.spec.schema import Spec
 from fedswarm.transport._generated.fedswarm.v1 import federation_pb2 as pb
@@ -47,7 +51,7 @@ from fedswarm.transport._generated.fedswarm.v1 import federation_pb2_grpc as pb_
 from fedswarm.transport.client import PeerError
 from fedswarm.transport.envelope import EnvelopeVerifier, MessageRefused, RoundCheck, Verified, open_body
 from fedswarm.transport.loopback import loopback_client
-from fedswarm.transport.service import Assignment, AuthInterceptor, PeerService
+from fedswarm.transport.service import Assignment, AuthInterceptor
 from fedswarm.transport.tls import PeerAuthenticator, server_credentials, server_options
 from fedswarm.transport.wire import config_from_wire
 
@@ -103,7 +107,13 @@ class NodeDaemon:
         self.job = job_digest(spec)
         self.store = NodeStore(Path(state_dir) if state_dir is not None else self.kit_dir / "state")
         self.world: NodeWorld = build_node_world(
-            spec, member=self.member, name=self.me, data_path=data_path, state_dir=self.store.directory
+            spec,
+            member=self.member,
+            name=self.me,
+            data_path=data_path,
+            state_dir=self.store.directory,
+            population=self.roster.population,
+            ckks_keys=kit_ckks_keys(spec, self.kit_dir, password=password),
         )
         self.observers = list(observers)
         self.exit_when_finished = exit_when_finished
@@ -117,6 +127,8 @@ class NodeDaemon:
         self._progress = self._initial_progress()
         self._round_started = time.monotonic()
         self._catchup_wanted = threading.Event()
+        self._refused_commits: dict[int, str] = {}  # round -> model digest of a commit this member refused
+        self._stopped_early: str | None = self._commit_stop(self._progress)
         trust = trust_from_kit(self.kit)
         self.authenticator = PeerAuthenticator(trust)
         self.verifier = EnvelopeVerifier(
@@ -150,12 +162,13 @@ class NodeDaemon:
         )
         self._writer = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer")
         self._server: grpc.Server | None = None
-        self._service = PeerService(self, verifier=self.verifier, authenticator=self.authenticator)
+        self._service = ExchangePeerService(self, verifier=self.verifier, authenticator=self.authenticator)
         self._health = health.HealthServicer(experimental_non_blocking=True)
         self.port = 0
         from fedswarm.node.lead import Leadership
 
         self.leadership = Leadership(self)
+        self.ledger: NodeLedger | None = NodeLedger(self) if spec.ledger.enabled else None
 
     # lifecycle ------------------------------------------------------------------------------------
     def _initial_progress(self) -> Progress:
@@ -172,6 +185,13 @@ class NodeDaemon:
         progress = Progress(job=self.job, round=0, model_digest=model_digest, state_digest=state, leader="", commit="")
         self.store.save_progress(progress)
         return progress
+
+    @staticmethod
+    def _commit_stop(progress: Progress) -> str | None:
+        """The reason the run stopped before its last round, if the commit of ``progress`` says so."""
+        if not progress.commit:
+            return None
+        return stop_reason(open_body(pb.Envelope.FromString(bytes.fromhex(progress.commit)), pb.Commit))
 
     def leadership_state_blob(self) -> str:
         from fedswarm.spec.build import build_strategy
@@ -212,6 +232,8 @@ class NodeDaemon:
         self._health.set("fedswarm.v1.Peer", health_pb2.HealthCheckResponse.SERVING)
         self.network.start()
         self.worker.start()
+        if self.ledger is not None:
+            self.ledger.start()
         threading.Thread(target=self._watch_kit, name="kit-watch", daemon=True).start()
         log.info(
             "%s serving on %s (federation %s, %s topology, round %d of %d)",
@@ -234,6 +256,8 @@ class NodeDaemon:
             self.leadership.loop()
         finally:
             self.shutdown()
+        if self.ledger is not None and self.ledger.alarm is not None:
+            raise self.ledger.alarm  # the node halted on a ledger alarm: exit non-zero
 
     def shutdown(self) -> None:
         self.set_phase("stopping")
@@ -243,6 +267,8 @@ class NodeDaemon:
             self._server = None
         self.worker.stop()
         self._writer.shutdown(wait=True)  # the rounds adopted so far are on disk before the node exits
+        if self.ledger is not None:
+            self.ledger.stop()
         self.network.close()
         self.world.runtime.state_store.close()
         for observer in self.observers:
@@ -262,7 +288,7 @@ class NodeDaemon:
                 continue
             stamp = now
             try:
-                kit = load_kit(self.kit_dir)
+                kit = reload_kit(self.kit)  # the keys stay those already open: no password needed
             except FedswarmError as exc:
                 log.error("kit changed but does not verify, keeping the previous one: %s", exc)
                 continue
@@ -296,7 +322,15 @@ class NodeDaemon:
 
     @property
     def finished(self) -> bool:
-        return self.progress.round >= self.spec.federation.rounds
+        """The job's last round is committed, or a commit stopped the run early (a privacy budget)."""
+        with self._cond:
+            return self._progress.round >= self.spec.federation.rounds or self._stopped_early is not None
+
+    @property
+    def stopped_early(self) -> str | None:
+        """Why the run stopped before its last round (from the commit that stopped it), or ``None``."""
+        with self._cond:
+            return self._stopped_early
 
     def set_phase(self, phase: Phase) -> None:
         assert phase in PHASES
@@ -339,6 +373,7 @@ class NodeDaemon:
         leader: str,
         then: Callable[[], None] | None = None,
         background: bool = False,
+        source: str | None = None,
     ) -> cf.Future[None] | None:
         """Adopt a verified commit whose blobs are stored, wake whoever waits for it, and persist it.
 
@@ -350,8 +385,16 @@ class NodeDaemon:
         member following a leader does not wait for it: a crash loses at most the rounds not yet written,
         which the member catches up from its peers when it restarts; a leader waits for it before its
         commit leaves the node.
+
+        With a ledger, the commit's entries are checked and appended first (the records before them are
+        fetched from ``source`` if this node lacks them); ``VerificationError`` refuses the commit.
         """
         rnd = int(envelope.round)
+        if self.ledger is not None:
+            with self._cond:
+                if rnd <= self._progress.round:
+                    return None
+            self.ledger.adopt(envelope, body, leader=leader, source=source)
         progress = Progress(
             job=self.job,
             round=rnd,
@@ -360,10 +403,12 @@ class NodeDaemon:
             leader=leader,
             commit=envelope.SerializeToString().hex(),
         )
+        stop = stop_reason(body)
         with self._cond:
             if rnd <= self._progress.round:
                 return None
             self._progress = progress
+            self._stopped_early = stop
             self._round_started = time.monotonic()
             self._cond.notify_all()
         if then is not None:
@@ -378,6 +423,8 @@ class NodeDaemon:
         log.info("round %d committed by %s: model %s", rnd, leader, body.model_digest[:16])
         if self.finished:
             self.set_phase("finished")
+        if self.ledger is not None:
+            self.ledger.adopted(leader)
         return written
 
     def _persist(self, progress: Progress, record: dict[str, object] | None, keep: set[str]) -> None:
@@ -426,6 +473,8 @@ class NodeDaemon:
 
     def _check_next_round(self, rnd: int) -> str | None:
         current = self.progress.round
+        if rnd == current + 2 and self.wait_commit(current + 1, timeout=min(2.0, self.settings.rpc_timeout)):
+            current = self.progress.round  # the previous round's commit was still being adopted here
         if rnd == current + 1:
             return None
         if rnd > current + 1:
@@ -443,6 +492,9 @@ class NodeDaemon:
 
     def on_assign(self, assignment: Assignment) -> str:
         self.network.mark(assignment.message.sender, ok=True)
+        halted = self.ledger.refusal("assignments") if self.ledger is not None else None
+        if halted is not None:
+            raise halted
         self.worker.enqueue(self._job(assignment))
         return "queued"
 
@@ -468,6 +520,12 @@ class NodeDaemon:
                 "evaluate", message.round, int(body.attempt), message.sender, body.model_digest, int(body.model_size),
                 None, body.deadline_ms / 1000.0, model,
             )  # fmt: skip
+        elif body.work == pb.WORK_EXCHANGE and body.exchange_kind:
+            job = Job(
+                "exchange", message.round, int(body.attempt), message.sender, body.model_digest, int(body.model_size),
+                None, body.deadline_ms / 1000.0, model, body.exchange_kind, payload_of(assignment),
+                body.payload_digest, int(body.payload_size),
+            )  # fmt: skip
         else:
             raise MessageRefused("malformed", f"assignment from {message.sender} has no work")
         return job
@@ -490,6 +548,8 @@ class NodeDaemon:
         self, message: Verified, header: pb.UpdateHeader, data: bytes | bytearray | None, *, wait: float | None
     ) -> pb.Ack:
         self.network.mark(message.sender, ok=True)
+        if self.ledger is not None:
+            self.ledger.note_update(message, header, data)
         return self._delivery(
             message.sender, wait, lambda: self.driver.accept_update(message.sender, message.round, header, data)
         )
@@ -531,9 +591,12 @@ class NodeDaemon:
 
     def on_commit(
         self, message: Verified, body: pb.Commit, model: bytes | None, state: bytes | None, next: Assignment | None
-    ) -> str:
+    ) -> pb.Ack:
         sender, rnd = message.sender, message.round
         self.network.mark(sender, ok=True)
+        halted = self.ledger.refusal("commits") if self.ledger is not None else None
+        if halted is not None:
+            raise halted
         progress = self.progress
         if body.previous_digest != progress.model_digest:
             self.want_catch_up()
@@ -549,6 +612,7 @@ class NodeDaemon:
         refusal = check_own_input(self.me, self.worker.sent_digest(rnd, sender), inputs)
         if refusal is not None:
             log.error("refusing the aggregate of round %d from %s: %s", rnd, sender, refusal)
+            self._refused_commits[rnd] = body.model_digest
             raise MessageRefused("unexpected", f"{self.me} refuses the aggregate of round {rnd}: {refusal}")
         job: Job | None = None
         if next is not None:
@@ -565,13 +629,18 @@ class NodeDaemon:
                 "unexpected", f"commit of round {rnd}: cannot fetch its blobs from {sender}: {exc}"
             ) from None
         queue = None if job is None else functools.partial(self.worker.enqueue, job)
-        self.apply_commit(message.envelope, body, leader=sender, then=queue, background=True)
-        return f"round {rnd} committed" + ("" if next is None else f", round {rnd + 1} queued")
+        try:
+            self.apply_commit(message.envelope, body, leader=sender, then=queue, background=True, source=sender)
+        except VerificationError as exc:
+            log.error("refusing the commit of round %d from %s: ledger: %s", rnd, sender, exc)
+            raise MessageRefused("unexpected", f"commit of round {rnd} by {sender}: ledger: {exc}") from None
+        detail = f"round {rnd} committed" + ("" if next is None else f", round {rnd + 1} queued")
+        return pb.Ack(detail=detail, cosignature=self.ledger.cosignature() if self.ledger is not None else b"")
 
     def open_blob(self, digest: str) -> tuple[int, Iterator[bytes]] | None:
         try:
             if not self.store.has(digest):
-                return None
+                return self.ledger.open_object(digest) if self.ledger is not None else None
             return self.store.size(digest), self.store.chunks(digest, chunk_bytes=self.settings.chunk_bytes)
         except FedswarmError:
             return None
@@ -579,6 +648,21 @@ class NodeDaemon:
     def on_status(self, message: Verified, body: pb.StatusRequest) -> pb.NodeStatus:
         self.network.mark(message.sender, ok=True)
         return self.status()
+
+    def on_checkpoint(self, message: Verified, body: pb.CheckpointRequest, *, wait: float | None) -> pb.CheckpointReply:
+        self.network.mark(message.sender, ok=True)
+        if self.ledger is None:
+            raise MessageRefused("unexpected", f"{self.me} keeps no ledger ([ledger] enabled = false)")
+        return self.ledger.serve(message, body, wait=wait)
+
+    # ledger hooks of the round this node leads ----------------------------------------------------
+    def refuses_to_lead(self) -> bool:
+        """Whether this node may not lead (its ledger raised an alarm)."""
+        return self.ledger is not None and self.ledger.alarm is not None
+
+    def ledger_entries(self, body: pb.Commit, outcome: RoundOutcome, digests: Mapping[int, str]) -> bool:
+        """Add the round's ledger entries to the commit ``body``; ``False``: the round cannot be recorded."""
+        return self.ledger is None or self.ledger.add_entries(body, outcome, digests)
 
     def status(self) -> pb.NodeStatus:
         with self._cond:
@@ -592,12 +676,12 @@ class NodeDaemon:
             round=progress.round,
             rounds=self.spec.federation.rounds,
             model_digest=progress.model_digest,
-            finished=progress.round >= self.spec.federation.rounds,
+            finished=self.finished,
             peers=self.network.peer_states(),
             refused=refused,
             spec_digest=self.job,
             started_ms=self._started_ms,
-            last_error=error,
+            last_error=str(self.ledger.alarm) if self.ledger is not None and self.ledger.alarm else error,
         )
         if progress.commit:
             out.last_commit.ParseFromString(bytes.fromhex(progress.commit))
@@ -637,16 +721,36 @@ class NodeDaemon:
         try:
             verified = self.verifier.verify_record(envelope)
             body = open_body(envelope, pb.Commit)
+            problem = self._catch_up_problem(rnd, verified.sender, body)
+            if problem is not None:
+                log.error("not catching up to round %d from %s: %s", rnd, holder, problem)
+                return False
             self.set_phase("catching-up")
             self.fetch_blob(holder, body.model_digest, int(body.model_size), rnd)
             self.fetch_blob(holder, body.state_digest, int(body.state_size), rnd)
         except (MessageRefused, PeerError, FedswarmError) as exc:
             log.warning("catch-up from %s failed: %s", holder, exc)
             return False
-        self.apply_commit(envelope, body, leader=verified.sender)
+        try:
+            self.apply_commit(envelope, body, leader=verified.sender, source=holder)
+        except VerificationError as exc:
+            log.warning("catch-up from %s failed: ledger: %s", holder, exc)
+            return False
         log.info("caught up to round %d from %s (led by %s)", rnd, holder, verified.sender)
         self.set_phase("finished" if self.finished else "idle")
         return True
+
+    def _catch_up_problem(self, rnd: int, leader: str, body: pb.Commit) -> str | None:
+        """Why this member must not adopt a peer's commit of round ``rnd``: it declares this member's update
+        wrongly, or it is (or directly builds on) a commit this member refused."""
+        inputs = [DeclaredInput(i.member, i.update_digest, i.accepted, i.reason) for i in body.inputs]
+        refusal = check_own_input(self.me, self.worker.sent_digest(rnd, leader), inputs)
+        if refusal is not None:
+            return f"{self.me} refuses the aggregate of round {rnd} by {leader}: {refusal}"
+        for refused_round, digest in self._refused_commits.items():
+            if body.model_digest == digest or body.previous_digest == digest:
+                return f"it is, or builds on, the aggregate of round {refused_round} this member refused"
+        return None
 
     def _peer_status(self, name: str, request: pb.StatusRequest) -> pb.NodeStatus | None:
         try:

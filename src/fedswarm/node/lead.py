@@ -11,7 +11,16 @@ A leader delivers the round engine's exchanges (:class:`~fedswarm.node.roundloop
 stores the new model and strategy state, and sends a signed commit to every member (with the model and
 state inline when they are small); members check it (previous model, leader's turn, their own update
 among the declared inputs) before adopting it. A star aggregator sends each commit together with the
-next round's fit assignments (:meth:`~fedswarm.node.roundloop.ExchangeDriver.hold`).
+next round's first assignments (:meth:`~fedswarm.node.roundloop.ExchangeDriver.hold`).
+
+Run extensions (privacy, robustness) run as in ``fedswarm simulate``: the coordinator gets their collector
+and server stages, and after every round each extension's ``after_round`` annotates the outcome (the
+annotations travel in the commit's record) and may stop the run (a privacy budget is exhausted: the
+commit's record says why, every node adopting it finishes). The extensions' server state goes into
+every commit (``Commit.extension_state``, canonical JSON); a leader restores it from the last commit
+before it leads (:func:`~fedswarm.rounds.extension.load_extension_states`), so the next swarm leader or a
+restarted aggregator accounts exactly as the previous leader would have. The last round's record carries
+the extensions' run summary.
 """
 
 from __future__ import annotations
@@ -27,14 +36,19 @@ from fedswarm.codec import canonical
 from fedswarm.codec import tensors as tensor_codec
 from fedswarm.core.errors import FedswarmError, RoundAborted
 from fedswarm.core.parameters import Parameters
+from fedswarm.node.exchanges import round_seconds
 from fedswarm.node.leader import takeover_rank
+from fedswarm.node.persist import Progress
 from fedswarm.node.records import outcome_record
 from fedswarm.node.roundloop import PendingCommit, commit_recipients, summarize_inputs
-from fedswarm.rounds.coordinator import Coordinator
+from fedswarm.rounds.coordinator import Coordinator, RoundOutcome
+from fedswarm.rounds.extension import extension_states, load_extension_states
 from fedswarm.rounds.observer import RunStart
 from fedswarm.spec.build import build_strategy
+from fedswarm.spec.extensions import resolve_collector
 from fedswarm.transport._generated.fedswarm.v1 import federation_pb2 as pb
 from fedswarm.transport.blobs import inline_limit
+from fedswarm.transport.envelope import open_body
 
 if TYPE_CHECKING:
     from fedswarm.node.daemon import NodeDaemon
@@ -54,16 +68,20 @@ class Leadership:
         self.strategy = build_strategy(spec)
         holdout = world.holdout
         task = world.task
+        self.extensions = world.extensions
         self.coordinator = Coordinator(
             self.strategy,
             schema=world.schema,
             population=node.roster.population,
+            server_stages=[st for ext in self.extensions for st in ext.server_stages()],
             central_evaluate=(lambda p: task.evaluate(p, holdout)) if holdout is not None else None,
             evaluate_members=spec.evaluation.members,
             member_name=node.roster.name_of,
+            collector=resolve_collector(self.extensions),
         )
+        self._initial_state = self._state_bytes()
         s = spec.network
-        self.slot = s.round_timeout + s.evaluate_timeout + 2 * s.rpc_timeout + s.takeover_grace
+        self.slot = round_seconds(spec) + s.evaluate_timeout + 2 * s.rpc_timeout + s.takeover_grace
         self._attempt = 0
         self._leading: int | None = None
 
@@ -128,7 +146,10 @@ class Leadership:
         node = self.node
         if node.finished:
             node.set_phase("finished")
-            log.info("%s: the job's %d rounds are committed", node.me, node.spec.federation.rounds)
+            if node.stopped_early is not None:
+                log.info("%s: the run stopped after round %d: %s", node.me, node.progress.round, node.stopped_early)
+            else:
+                log.info("%s: the job's %d rounds are committed", node.me, node.spec.federation.rounds)
         if node.exit_when_finished and node.finished:
             node.stopping.wait(2.0)
             return
@@ -188,11 +209,43 @@ class Leadership:
             if node.catchup_wanted.is_set():
                 node.catch_up()
 
+    # extensions -----------------------------------------------------------------------------------
+    def restore_extension_state(self, progress: Progress) -> None:
+        """Load the extensions' server state of the commit of ``progress`` (the initial state before round 1).
+
+        Raises
+        ------
+        ConfigurationError
+            The commit's state does not fit this node's extensions (another privacy or robustness setup).
+        """
+        data = self._initial_state
+        if progress.commit:
+            body = open_body(pb.Envelope.FromString(bytes.fromhex(progress.commit)), pb.Commit)
+            data = body.extension_state or self._initial_state
+        states = canonical.decode(data) if data else {}
+        load_extension_states(self.extensions, states if isinstance(states, dict) else {})
+
+    def _state_bytes(self) -> bytes:
+        """Canonical JSON of the extensions' server state (empty when no extension keeps state)."""
+        states = extension_states(self.extensions)
+        return canonical.encode(states) if states else b""
+
+    def _after_round(self, outcome: RoundOutcome) -> str | None:
+        """Every extension's ``after_round`` (annotations on ``outcome``); the first reason to stop, if any."""
+        stop: str | None = None
+        for ext in self.extensions:
+            reason = ext.after_round(outcome, model=outcome.parameters)
+            if reason and stop is None:
+                stop = reason
+        return stop
+
     # leading a round ------------------------------------------------------------------------------
     def lead(self, rnd: int) -> bool:
         """Coordinate round ``rnd`` and commit it; ``False`` if it was aborted or overtaken."""
         node = self.node
         spec = node.spec
+        if node.refuses_to_lead():  # its ledger raised an alarm
+            return False
         self._attempt += 1
         self._leading = rnd
         started_ms = int(time.time() * 1000)
@@ -201,6 +254,7 @@ class Leadership:
             progress = node.progress
             params = node.store.parameters(progress.model_digest)
             self.strategy.load_state_dict(dict(node.store.parameters(progress.state_digest)))
+            self.restore_extension_state(progress)
             candidates = np.asarray(
                 [m for m in node.roster.current_ids() if node.network.reachable(node.roster.name_of(m))], dtype=np.int64
             )
@@ -212,7 +266,10 @@ class Leadership:
                 evaluate=(rnd % spec.evaluation.every == 0) or is_last,
                 evaluate_all=is_last,
             )
-            outcome, digests = node.driver.drive(gen, attempt=self._attempt)
+            base_size = node.store.size(progress.model_digest)
+            outcome, digests = node.driver.drive(
+                gen, attempt=self._attempt, base_digest=progress.model_digest, base_size=base_size
+            )
         except RoundAborted as exc:
             log.warning("round %d aborted: %s", rnd, exc)
             node.set_error(str(exc))
@@ -231,12 +288,23 @@ class Leadership:
             log.warning("round %d: committed by another leader meanwhile; dropping this attempt", rnd)
             node.driver.outbox.release_all()
             return False
+        stop = self._after_round(outcome)
+        last = stop is not None or rnd >= spec.federation.rounds
         store = node.store
         model = tensor_codec.encode(outcome.parameters)
         state = tensor_codec.encode(Parameters(self.strategy.state_dict()))
         model_digest, model_size = store.put(model, durable=False), len(model)  # flushed by apply_commit
         state_digest, state_size = store.put(state, durable=False), len(state)
         record = outcome_record(outcome, leader=node.me, model_digest=model_digest, started_ms=started_ms)
+        if stop is not None:
+            record["stopped_early"] = stop
+            log.warning("round %d: the run stops after this round: %s", rnd, stop)
+        run_summary: dict[str, object] = {}
+        if last:
+            for ext in self.extensions:
+                run_summary.update(ext.summary())
+            if run_summary:
+                record["extensions"] = run_summary
         limit = inline_limit(node.settings.chunk_bytes)
         inline_model = model_size <= limit
         inline_state = state_size + (model_size if inline_model else 0) <= limit
@@ -249,7 +317,11 @@ class Leadership:
             state_size=state_size,
             inputs=summarize_inputs(outcome, digests, node.roster.name_of),
             record_json=json.dumps(record, separators=(",", ":")),
+            extension_state=self._state_bytes(),
         )
+        if not node.ledger_entries(body, outcome, digests):  # the round's ledger entries (cannot record: abort)
+            node.driver.outbox.release_all()
+            return False
         envelope = node.network.seal(body, round=rnd)
         written = node.apply_commit(envelope, body, leader=node.me, background=True)  # waited for before sending
         pending = PendingCommit(
@@ -269,6 +341,9 @@ class Leadership:
             observer.on_round(outcome, model=outcome.parameters, model_digest=model_digest)
         if node.finished:
             summary = {"federation": spec.federation.name, "rounds": rnd, "final_model_digest": model_digest}
+            summary.update(run_summary)
+            if stop is not None:
+                summary["stopped_early"] = stop
             for observer in node.observers:
                 observer.on_finish(summary)
         return True

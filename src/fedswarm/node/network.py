@@ -72,6 +72,7 @@ class Network:
         self._calls = cf.ThreadPoolExecutor(max_workers=max(8, min(64, len(addresses))), thread_name_prefix="call")
         self._stop = threading.Event()
         self._prober = threading.Thread(target=self._reprobe_loop, name="reprobe", daemon=True)
+        self.on_ack: Callable[[str, pb.Ack], None] | None = None  # sees the replies of calls made with call_each
 
     def start(self) -> None:
         self._prober.start()
@@ -166,6 +167,8 @@ class Network:
             log.exception("%s to %s failed", method, name)
             return PeerError(name, method, "INTERNAL", f"{type(exc).__name__}: {exc}")
         self.mark(name, ok=True)
+        if self.on_ack is not None and isinstance(result, pb.Ack):
+            self.on_ack(name, result)
         return result
 
     # reachability ---------------------------------------------------------------------------------

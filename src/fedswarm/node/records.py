@@ -4,12 +4,19 @@ The leader of a round serializes its :class:`~fedswarm.rounds.coordinator.RoundO
 the update matrix and the model, which travels as a blob) so that every member keeps the history, and
 ``fedswarm up`` can rebuild the outcome to report exactly what ``fedswarm simulate`` reports.
 Non-finite numbers are written as ``null``.
+
+Run extensions' per-round annotations (``privacy``, ``anomalies`` ...) travel in the record as they are
+(``annotations``). The record of the round that ends the run early also carries the reason
+(``stopped_early``), which every node adopting the commit obeys, and the record of the run's last round
+carries the extensions' run summary (``extensions``: ``privacy``, ``flagged``, ``detection`` ...), which
+:func:`extension_summary` hands to ``fedswarm up``'s report.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,8 +24,9 @@ import numpy as np
 from fedswarm.core.parameters import Parameters
 from fedswarm.core.task import EvalResult
 from fedswarm.rounds.coordinator import MemberEvaluation, RoundOutcome
+from fedswarm.transport._generated.fedswarm.v1 import federation_pb2 as pb
 
-__all__ = ["outcome_from_record", "outcome_record"]
+__all__ = ["extension_summary", "outcome_from_record", "outcome_record", "stop_reason"]
 
 
 def _num(x: float) -> float | None:
@@ -52,6 +60,8 @@ def outcome_record(outcome: RoundOutcome, *, leader: str, model_digest: str, sta
         "bytes_down": o.bytes_down,
         "seconds": o.seconds,
     }
+    if o.annotations:
+        rec["annotations"] = dict(o.annotations)
     if o.central is not None:
         rec["central"] = {
             "num_examples": o.central.num_examples,
@@ -105,4 +115,29 @@ def outcome_from_record(rec: Mapping[str, Any], parameters: Parameters) -> Round
         central=central,
         members_eval=members_eval,
         seconds=float(rec["seconds"]),
+        annotations=dict(rec.get("annotations") or {}),
     )
+
+
+def stop_reason(commit: pb.Commit) -> str | None:
+    """The reason the run stops after this commit's round (``stopped_early`` in its record), or ``None``."""
+    if not commit.record_json:
+        return None
+    try:
+        record = json.loads(commit.record_json)
+    except ValueError:
+        return None
+    reason = record.get("stopped_early") if isinstance(record, dict) else None
+    return str(reason) if reason else None
+
+
+def extension_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The run-summary keys a network run adds for its extensions, as ``fedswarm simulate`` adds them:
+    the last round's ``extensions`` (``privacy``, ``flagged``, ``detection`` ...) and ``stopped_early``."""
+    if not records:
+        return {}
+    last = records[-1]
+    out: dict[str, Any] = dict(last.get("extensions") or {})
+    if last.get("stopped_early"):
+        out["stopped_early"] = str(last["stopped_early"])
+    return out

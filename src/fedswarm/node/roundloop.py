@@ -13,6 +13,13 @@ call's reply instead of as a call of its own. Members that
 cannot be reached, or that stop answering health checks while the coordinator waits, become dropouts
 with the reason; the round engine then completes the round with the survivors or aborts it below
 ``min_members``.
+
+Run extensions' exchanges (SecAgg+ phases, a private fit, CKKS; :mod:`fedswarm.node.exchanges`) travel
+the same way: each member's request is a ``WORK_EXCHANGE`` assignment naming the kind and the round's
+global model, with the request's wire bytes inline when small (else stored here and fetched by digest),
+and the reply comes back as an update whose header names the kind; it is decoded through a strict
+registry of reply classes before it reaches the mailbox slot of that exchange. The held commit goes out
+with the first exchange of the next round, whatever its kind.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any
 
 from fedswarm.codec import tensors
 from fedswarm.core.errors import ConfigurationError
+from fedswarm.node.exchanges import decode_reply, exchange_timeout
 from fedswarm.node.mailbox import Mailbox, Slot
 from fedswarm.node.network import Network
 from fedswarm.node.outbox import Outbox
@@ -40,11 +48,12 @@ from fedswarm.rounds.messages import (
     FitReply,
     FitRequest,
 )
+from fedswarm.rounds.privacy.wire import WireMessage
 from fedswarm.transport._generated.fedswarm.v1 import federation_pb2 as pb
 from fedswarm.transport.blobs import inline_limit
 from fedswarm.transport.client import PeerClient, PeerError
 from fedswarm.transport.envelope import MessageRefused
-from fedswarm.transport.wire import config_to_wire, decode_update
+from fedswarm.transport.wire import config_to_wire, decode_update, sha256_hex
 
 __all__ = ["ExchangeDriver", "PendingCommit", "commit_recipients", "summarize_inputs"]
 
@@ -94,6 +103,8 @@ class ExchangeDriver:
         self._model_digest = ""
         self._update_digests: dict[int, str] = {}
         self._pending: PendingCommit | None = None
+        self._base: tuple[str, int] = ("", 0)
+        self._first = False
         self.attempt = 0
 
     # commits --------------------------------------------------------------------------------------
@@ -120,11 +131,20 @@ class ExchangeDriver:
                 log.warning("round %d: commit not taken by %s: %s", commit.round, name, result)
 
     # running a round ------------------------------------------------------------------------------
-    def drive(self, gen: RoundGenerator, *, attempt: int) -> tuple[RoundOutcome, dict[int, str]]:
-        """Run ``gen`` to completion; returns the outcome and the digests of the updates received."""
+    def drive(
+        self, gen: RoundGenerator, *, attempt: int, base_digest: str, base_size: int
+    ) -> tuple[RoundOutcome, dict[int, str]]:
+        """Run ``gen`` to completion; returns the outcome and the digests of the updates received.
+
+        ``base_digest`` / ``base_size``: the stored global model the round starts from, which extension
+        exchanges name (members serve them with it).
+        """
         self.attempt = attempt
+        self._base = (base_digest, int(base_size))
+        self._first = True
         with self._lock:
             self._update_digests = {}
+            self._model_digest = base_digest
         try:
             exchange = next(gen)
             while True:
@@ -144,26 +164,29 @@ class ExchangeDriver:
         elif exchange.kind == "evaluate":
             work, timeout = pb.WORK_EVALUATE, s.evaluate_timeout
         else:
-            raise ConfigurationError(
-                f"round {exchange.round}: exchanges of kind {exchange.kind!r} cannot run over the network yet"
-            )
+            work, timeout = pb.WORK_EXCHANGE, exchange_timeout(exchange.kind, s)
         if not exchange.requests:
             return {}
-        first = next(iter(exchange.requests.values()))
-        data = tensors.encode(first.parameters)
-        digest, size = self.store.put(data, durable=False), len(data)  # flushed if a commit adopts it
+        first_of_round, self._first = self._first, False
+        model = b""
+        if work == pb.WORK_EXCHANGE:
+            digest, size = self._base
+        else:
+            first = next(iter(exchange.requests.values()))
+            data = tensors.encode(first.parameters)
+            digest, size = self.store.put(data, durable=False), len(data)  # flushed if a commit adopts it
+            inline = work == pb.WORK_EVALUATE and size <= inline_limit(s.chunk_bytes)
+            model = data if inline else b""
+            del data
         with self._lock:
             self._model_digest = digest
         slot = Slot(exchange.round, attempt, exchange.kind)
         self.mailbox.open(slot, exchange.requests.keys())
         deadline = time.monotonic() + timeout
         deadline_ms = int((time.time() + timeout) * 1000)
-        inline = work == pb.WORK_EVALUATE and size <= inline_limit(s.chunk_bytes)
-        model = data if inline else b""
-        del data
         members = {self.names(m): m for m in exchange.requests}
         requests = self._assignments(exchange, work, attempt, digest, size, deadline_ms, model)
-        commit, self._pending = (self._pending, None) if work == pb.WORK_FIT else (None, self._pending)
+        commit, self._pending = (self._pending, None) if first_of_round else (None, self._pending)
         if commit is not None:
             commit.wait_written()
         with_commit = set(commit.recipients) if commit is not None else set()
@@ -205,7 +228,7 @@ class ExchangeDriver:
         # replies may arrive before those calls return: wait for the replies, and hear of failed calls
         waiting = self.outbox.tickets()
         pushed = [n for n in [*requests, *commit_only] if not offered(n)]
-        if work == pb.WORK_FIT:
+        if first_of_round:
             self.outbox.release(waiting)  # a new round: nothing more of the previous one will come
         self.network.call_each_async(pushed, send, method="Assign", on_done=done)
         return self.mailbox.wait(deadline, probe=self._probe, probe_interval=s.probe_interval, stop=self.stop)
@@ -221,6 +244,8 @@ class ExchangeDriver:
         model: bytes,
     ) -> dict[str, pb.AssignRequest]:
         """The signed assignment of every member of ``exchange`` (one envelope for all when the bodies agree)."""
+        if work == pb.WORK_EXCHANGE:
+            return self._exchange_assignments(exchange, attempt, digest, size, deadline_ms)
         out: dict[str, pb.AssignRequest] = {}
         shared: pb.AssignRequest | None = None
         for m, request in exchange.requests.items():
@@ -244,6 +269,44 @@ class ExchangeDriver:
                 out[self.names(m)] = pb.AssignRequest(assign=self.network.seal(body, round=exchange.round), model=model)
         return out
 
+    def _exchange_assignments(
+        self, exchange: Exchange[Any], attempt: int, digest: str, size: int, deadline_ms: int
+    ) -> dict[str, pb.AssignRequest]:
+        """Signed ``WORK_EXCHANGE`` assignments: the request's wire bytes inline when small, else stored here
+        for the member to fetch by digest; members with the same request share one envelope."""
+        limit = inline_limit(self.network.settings.chunk_bytes)
+        sealed: dict[str, pb.AssignRequest] = {}
+        out: dict[str, pb.AssignRequest] = {}
+        for m, request in exchange.requests.items():
+            if not isinstance(request, WireMessage):  # pragma: no cover - extensions send only wire messages
+                raise ConfigurationError(
+                    f"round {exchange.round}: {exchange.kind} request of type {type(request).__name__} cannot travel"
+                )
+            payload = request.to_wire()
+            key = sha256_hex(payload)
+            found = sealed.get(key)
+            if found is None:
+                if len(payload) > limit:
+                    self.store.put(payload, digest=key, durable=False)  # served by Fetch, pruned with old blobs
+                body = pb.Assign(
+                    work=pb.WORK_EXCHANGE,
+                    attempt=attempt,
+                    model_digest=digest,
+                    model_size=size,
+                    spec_digest=self.job,
+                    deadline_ms=deadline_ms,
+                    exchange_kind=exchange.kind,
+                    payload_digest=key,
+                    payload_size=len(payload),
+                )
+                found = pb.AssignRequest(
+                    assign=self.network.seal(body, round=exchange.round),
+                    payload=payload if len(payload) <= limit else b"",
+                )
+                sealed[key] = found
+            out[self.names(m)] = found
+        return out
+
     def _probe(self, pending: set[int]) -> dict[int, str]:
         names = {self.names(m): m for m in pending}
         health = self.network.probe(names)
@@ -255,8 +318,9 @@ class ExchangeDriver:
 
     # replies ---------------------------------------------------------------------------------------
     def update_slot(self, sender: str, rnd: int, header: pb.UpdateHeader) -> Slot:
-        """Check that an update header answers the open fit exchange; returns its slot."""
-        slot = Slot(rnd, int(header.attempt), "fit")
+        """Check that an update header answers the open fit exchange (or the open exchange of the kind it
+        names); returns its slot."""
+        slot = Slot(rnd, int(header.attempt), header.exchange_kind or "fit")
         member = self._member(sender)
         self.mailbox.check(slot, member)
         with self._lock:
@@ -270,9 +334,18 @@ class ExchangeDriver:
         return slot
 
     def accept_update(self, sender: str, rnd: int, header: pb.UpdateHeader, data: bytes | bytearray | None) -> str:
-        """Deliver an update (or a dropout report) into the mailbox."""
+        """Deliver an update (or a dropout report, or an extension exchange's reply) into the mailbox.
+
+        Raises
+        ------
+        MessageRefused
+            ``malformed``: an exchange reply that does not decode as the kind's reply class (the member is
+            then a dropout of the exchange, with the reason).
+        """
         slot = self.update_slot(sender, rnd, header)
         member = self._member(sender)
+        if header.exchange_kind:
+            return self._accept_exchange_reply(sender, member, slot, header, data)
         reply: FitReply | Dropout
         if data is None:
             reply = Dropout(header.dropout or f"{sender}: no update")
@@ -289,6 +362,22 @@ class ExchangeDriver:
                 self._update_digests[member] = header.update_digest
         self.mailbox.put(slot, member, reply)
         return f"update for round {rnd} received"
+
+    def _accept_exchange_reply(
+        self, sender: str, member: int, slot: Slot, header: pb.UpdateHeader, data: bytes | bytearray | None
+    ) -> str:
+        kind = header.exchange_kind
+        answer: WireMessage | Dropout
+        if data is None:
+            answer = Dropout(header.dropout or f"{sender}: no {kind} reply")
+        else:
+            try:
+                answer = decode_reply(kind, data, sender=sender)
+            except MessageRefused as refusal:
+                self.mailbox.fail(member, f"{sender}: {kind} reply refused: {refusal}", slot=slot)
+                raise
+        self.mailbox.put(slot, member, answer)
+        return f"{kind} reply for round {slot.round} received"
 
     def accept_evaluation(self, sender: str, rnd: int, report: pb.EvaluationReport) -> str:
         slot = Slot(rnd, int(report.attempt), "evaluate")

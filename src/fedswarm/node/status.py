@@ -51,15 +51,18 @@ def status_to_dict(status: pb.NodeStatus, *, healthy: bool) -> dict[str, Any]:
     }
 
 
-def query_status(kit_dir: Path, *, address: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
-    """Ask the node of ``kit_dir`` (at its manifest address unless ``address`` is given) for its status.
+def query_status(
+    kit_dir: Path, *, address: str | None = None, timeout: float = 5.0, password: bytes | None = None
+) -> dict[str, Any]:
+    """Ask the node of ``kit_dir`` (at its manifest address unless ``address`` is given) for its status,
+    with the kit's identity (``password`` opens a kit whose keys are encrypted).
 
     Raises
     ------
     PeerError
         The node cannot be reached or refused the request.
     """
-    kit = load_kit(Path(kit_dir))
+    kit = load_kit(Path(kit_dir), password=password)
     target = address or kit.entry.address
     client = PeerClient(kit.name, target, tls_material(kit), max_message_bytes=64 << 20, keepalive_seconds=30.0)
     try:

@@ -7,7 +7,9 @@
     OUT/federation/<member>/state/                 each node's data folder
     OUT/logs/<member>.log                          each node's log
 
-Processes are stopped by their pids: ``SIGTERM``, then ``SIGKILL`` after a grace period.
+Processes are stopped by their pids: ``SIGTERM``, then ``SIGKILL`` after a grace period. The job is
+done when every node committed the last round, or adopted a commit that stopped the run early (a privacy
+budget ran out: :meth:`LocalFederation.stopped_early`).
 """
 
 from __future__ import annotations
@@ -24,10 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from fedswarm.core.errors import ConfigurationError, RoundAborted
 from fedswarm.node.persist import read_history
 from fedswarm.node.provisioning import provision_from_spec
+from fedswarm.node.records import stop_reason
 from fedswarm.spec.schema import Spec
+from fedswarm.transport._generated.fedswarm.v1 import federation_pb2 as pb
+from fedswarm.transport.envelope import MessageRefused, open_body
 
 __all__ = ["LocalFederation", "free_ports", "node_command", "run_local_federation", "stop_processes"]
 
@@ -91,6 +98,20 @@ class LocalFederation:
 
     def rounds_done(self) -> dict[str, int]:
         return {n: int((self.progress(n) or {}).get("round", 0)) for n in self.kits}
+
+    def stopped_early(self, name: str) -> str | None:
+        """Why member ``name``'s last adopted commit stopped the run before its last round, or ``None``."""
+        commit = (self.progress(name) or {}).get("commit")
+        if not commit:
+            return None
+        try:
+            return stop_reason(open_body(pb.Envelope.FromString(bytes.fromhex(str(commit))), pb.Commit))
+        except (ValueError, DecodeError, MessageRefused):  # a torn progress file: not finished yet
+            return None
+
+    def finished(self, rounds: int) -> bool:
+        """Every node committed ``rounds`` rounds or adopted the commit that stopped the run early."""
+        return all(r >= rounds or self.stopped_early(n) is not None for n, r in self.rounds_done().items())
 
     def history(self) -> list[dict[str, Any]]:
         """The round records of the member with the most complete history."""
@@ -160,7 +181,7 @@ def run_local_federation(
             if done != last and on_progress is not None:
                 on_progress(done)
             last = done
-            if all(r >= rounds for r in done.values()):
+            if fed.finished(rounds):
                 break
             dead = [n for n, p in fed.processes.items() if p.poll() is not None]
             if dead:

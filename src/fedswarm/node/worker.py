@@ -12,6 +12,13 @@ waits for the coordinator's next message to this member, which comes back in the
 A fit result is kept until the next round: if the leader dies and the next one re-assigns the same
 round from the same model, the member sends the same update again instead of training twice (which
 would also advance stateful tasks' member state twice).
+
+An extension exchange (``WORK_EXCHANGE``: a SecAgg+ phase, a private or encrypted fit, a CKKS
+decryption) is served by the member runtime's handler of its kind, with the request's wire bytes (inline,
+or fetched by digest) and the round's global model; the worker decodes nothing itself. The reply's wire
+bytes go back like an update whose header names the kind, a failed handler as a dropout with its reason.
+The handlers keep the member's protocol state for the round (SecAgg+ keys); a new attempt at the round
+starts the protocol again from its first phase, which replaces that state.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+import numpy.typing as npt
+
 from fedswarm.codec import tensors
 from fedswarm.core.errors import FedswarmError
 from fedswarm.core.parameters import Parameters
@@ -32,6 +42,7 @@ from fedswarm.node.network import Network
 from fedswarm.node.persist import NodeStore
 from fedswarm.rounds.member import MemberRuntime
 from fedswarm.rounds.messages import Dropout, EvaluateRequest, FitReply, FitRequest
+from fedswarm.rounds.privacy.wire import WireMessage
 from fedswarm.transport._generated.fedswarm.v1 import federation_pb2 as pb
 from fedswarm.transport.blobs import inline_limit
 from fedswarm.transport.client import PeerError
@@ -45,9 +56,11 @@ log = logging.getLogger("fedswarm.node")
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One assignment: train from, or evaluate, the model ``model_digest`` for ``coordinator``."""
+    """One assignment: train from, or evaluate, the model ``model_digest`` for ``coordinator``; or serve an
+    extension exchange of ``kind`` (``work = "exchange"``) whose request is ``payload`` (checked) or is to be
+    fetched by ``payload_digest``."""
 
-    work: Literal["fit", "evaluate"]
+    work: Literal["fit", "evaluate", "exchange"]
     round: int
     attempt: int
     coordinator: str
@@ -56,6 +69,10 @@ class Job:
     config: FitConfig | None
     deadline: float = 0.0  # time.time() after which the coordinator stops waiting
     model: bytes | None = None  # the model's bytes, when they came with the assignment (checked)
+    kind: str = ""  # work "exchange": the exchange kind
+    payload: bytes | None = None  # work "exchange": the request's bytes, when they came inline (checked)
+    payload_digest: str = ""
+    payload_size: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +106,8 @@ class MemberWorker:
         self._last_fit: _FitResult | None = None
         self._sent: dict[tuple[int, str], str] = {}
         self._lock = threading.Lock()
+        self._vector: tuple[str, npt.NDArray[np.float64]] | None = None  # the last global model, flattened
+        self.sign_header: Callable[[int, pb.UpdateHeader, bytes | bytearray | None], None] | None = None  # ledger
 
     def start(self) -> None:
         self._thread.start()
@@ -112,9 +131,11 @@ class MemberWorker:
             if job is None:
                 return
             try:
-                self._on_phase("training" if job.work == "fit" else "evaluating")
+                self._on_phase("evaluating" if job.work == "evaluate" else "training")
                 if job.work == "fit":
                     self._fit(job)
+                elif job.work == "exchange":
+                    self._exchange(job)
                 else:
                     self._evaluate(job)
             except Exception as exc:  # keep serving: the coordinator sees a dropout at its deadline
@@ -146,20 +167,9 @@ class MemberWorker:
         header = pb.UpdateHeader()
         header.CopyFrom(cached.header)
         header.attempt = job.attempt
-        settings = self.network.settings
-        timeout = max(settings.rpc_timeout, 60.0 + (len(cached.data or b"") >> 20)) + self._patience(job)
-        small = cached.data is None or len(cached.data) <= inline_limit(settings.chunk_bytes)
-
-        def send() -> pb.Ack:
-            envelope = self.network.seal(header, round=job.round)
-            client = self.network.client(job.coordinator)
-            if small:
-                return client.submit_update_inline(envelope, cached.data, timeout=timeout, wait_for_ready=False)
-            return client.submit_update(
-                envelope, cached.data, timeout=timeout, chunk_bytes=settings.chunk_bytes, wait_for_ready=False
-            )
-
-        reply = self._deliver(job, send)
+        if self.sign_header is not None:  # the ledger: this member's signed entry for the update, its cosignature
+            self.sign_header(job.round, header, cached.data)
+        reply = self._submit(job, header, cached.data)
         if cached.data is not None and reply is not None:
             with self._lock:
                 self._sent[(job.round, job.coordinator)] = header.update_digest
@@ -167,6 +177,24 @@ class MemberWorker:
                     del self._sent[old]
         if reply is not None:
             self._on_reply(job.coordinator, reply)
+
+    def _submit(self, job: Job, header: pb.UpdateHeader, data: bytes | bytearray | None) -> pb.Ack | None:
+        """Send ``header`` and ``data`` (an update or an exchange reply) to the job's coordinator: inline when
+        small, else as a stream; returns the coordinator's reply (``None``: superseded while unreachable)."""
+        settings = self.network.settings
+        timeout = max(settings.rpc_timeout, 60.0 + (len(data or b"") >> 20)) + self._patience(job)
+        small = data is None or len(data) <= inline_limit(settings.chunk_bytes)
+
+        def send() -> pb.Ack:
+            envelope = self.network.seal(header, round=job.round)
+            client = self.network.client(job.coordinator)
+            if small:
+                return client.submit_update_inline(envelope, data, timeout=timeout, wait_for_ready=False)
+            return client.submit_update(
+                envelope, data, timeout=timeout, chunk_bytes=settings.chunk_bytes, wait_for_ready=False
+            )
+
+        return self._deliver(job, send)
 
     def _patience(self, job: Job) -> float:
         """How long a delivery call may wait for the coordinator's next message: until the exchange's
@@ -200,6 +228,61 @@ class MemberWorker:
             metrics=metrics_to_wire(reply.metrics),
         )
         return _FitResult(key, header, data)
+
+    def _global_vector(self, job: Job) -> npt.NDArray[np.float64]:
+        """The round's global model as a flat vector (kept for the round's next exchanges)."""
+        kept = self._vector
+        if kept is not None and kept[0] == job.model_digest:
+            return kept[1]
+        vector = self._model(job).flatten()
+        self._vector = (job.model_digest, vector)
+        return vector
+
+    def _payload(self, job: Job) -> bytes:
+        """The exchange request's bytes: those that came inline, else fetched from the coordinator by digest."""
+        if job.payload is not None:
+            return job.payload
+        limit = self.network.settings.max_model_bytes
+        if job.payload_size > limit:
+            raise MessageRefused(
+                "oversized", f"{job.kind} request of {job.payload_size:,} bytes; network.max_model_bytes is {limit:,}"
+            )
+        envelope = self.network.seal(pb.FetchRequest(digest=job.payload_digest), round=job.round)
+        data = self.network.client(job.coordinator).fetch(
+            envelope,
+            digest=job.payload_digest,
+            limit=job.payload_size,
+            timeout=max(self.network.settings.rpc_timeout, 60.0),
+        )
+        return bytes(data)
+
+    def _exchange(self, job: Job) -> None:
+        start = time.perf_counter()
+        header = pb.UpdateHeader(attempt=job.attempt, base_digest=job.model_digest, exchange_kind=job.kind)
+        data: bytes | None = None
+        try:
+            payload = self._payload(job)
+            vector = self._global_vector(job)
+        except (FedswarmError, MessageRefused, PeerError) as exc:
+            header.dropout = f"{self.runtime.member_name(self.member)}: cannot get the {job.kind} request: {exc}"
+        else:
+            answer = self.runtime.handle(job.kind, self.member, payload, vector)
+            flush = getattr(self.runtime.state_store, "flush", None)
+            if flush is not None:
+                flush()
+            if isinstance(answer, Dropout):
+                log.warning("round %d: this member drops out of %s: %s", job.round, job.kind, answer.reason)
+                header.dropout = answer.reason
+            elif isinstance(answer, WireMessage):
+                data = answer.to_wire()
+                header.update_digest = sha256_hex(data)
+                header.update_size = len(data)
+            else:  # pragma: no cover - extension handlers return wire messages
+                header.dropout = f"{job.kind}: the member's handler returned a {type(answer).__name__}"
+        header.seconds = time.perf_counter() - start
+        reply = self._submit(job, header, data)
+        if reply is not None:
+            self._on_reply(job.coordinator, reply)
 
     def _evaluate(self, job: Job) -> None:
         start = time.perf_counter()

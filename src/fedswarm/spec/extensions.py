@@ -7,6 +7,7 @@ order matters: client stages run in factory order, and at most one extension may
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from fedswarm.core.errors import ConfigurationError
 from fedswarm.core.task import DataInfo
@@ -15,6 +16,9 @@ from fedswarm.rounds.extension import RunExtension
 from fedswarm.spec.privacy_extension import build_privacy_extension
 from fedswarm.spec.robust_extension import build_robustness_extension
 from fedswarm.spec.schema import Spec
+
+if TYPE_CHECKING:
+    from fedswarm.privacy.he.ckks import CKKSKeyMaterial
 
 __all__ = ["FACTORIES", "ExtensionFactory", "build_extensions", "resolve_collector"]
 
@@ -26,10 +30,20 @@ FACTORIES.append(build_privacy_extension)
 FACTORIES.append(build_robustness_extension)
 
 
-def build_extensions(spec: Spec, info: DataInfo, members: int) -> list[RunExtension]:
+def build_extensions(
+    spec: Spec, info: DataInfo, members: int, *, ckks_keys: CKKSKeyMaterial | None = None
+) -> list[RunExtension]:
+    """The run's extensions, in factory order.
+
+    ``ckks_keys``: a real node's CKKS keys from its startup kit (default: simulation keys, see
+    :func:`~fedswarm.privacy.he.ckks.unsafe_simulation_secret_context`).
+    """
     out: list[RunExtension] = []
     for factory in FACTORIES:
-        ext = factory(spec, info, members)
+        if factory is build_privacy_extension and ckks_keys is not None:
+            ext: RunExtension | None = build_privacy_extension(spec, info, members, ckks_keys=ckks_keys)
+        else:
+            ext = factory(spec, info, members)
         if ext is not None:
             out.append(ext)
     resolve_collector(out)

@@ -2,7 +2,9 @@
 
 :func:`build_privacy_extension` is the factory registered in :data:`fedswarm.spec.extensions.FACTORIES`.
 It runs in every process that simulates members (the same spec gives the same extension), so it is
-deterministic except for CKKS keys, which come from the simulation key cache.
+deterministic except for CKKS keys, which come from the simulation key cache, or, on a real node, from the
+node's startup kit (``ckks_keys``: the public context for encryption and additions, the secret one only on
+members, which alone decrypt).
 
 Refusals (:class:`~fedswarm.core.errors.ConfigurationError`, naming the keys):
 
@@ -36,8 +38,10 @@ from fedswarm.strategy.base import Sampling
 if TYPE_CHECKING:
     from fedswarm.privacy.dp.extension import ClientLevelBudget
     from fedswarm.privacy.dp.local import SampleLevelBudget
+    from fedswarm.privacy.he.ckks import CKKSKeyMaterial, CKKSParams
+    from fedswarm.rounds.privacy.ckks import CKKSMemberSide
     from fedswarm.rounds.privacy.extension import PrivacyExtension
-    from fedswarm.rounds.privacy.member import DPSGDSettings
+    from fedswarm.rounds.privacy.member import DPSGDSettings, MemberProtection
     from fedswarm.rounds.privacy.release import SumRelease
 
 __all__ = ["SUPPORTED_COMBINATIONS", "build_privacy_extension"]
@@ -178,8 +182,34 @@ def _sample_level(
     return DPSGDSettings(noise_multiplier=z, max_grad_norm=p.clip), budget, facts
 
 
-def build_privacy_extension(spec: Spec, info: DataInfo, members: int) -> PrivacyExtension | None:
-    """The privacy extension the spec asks for, or ``None`` (see the module docstring for refusals)."""
+def _kit_member_side(
+    protection: MemberProtection, *, params: CKKSParams, keys: CKKSKeyMaterial, min_inputs: int
+) -> CKKSMemberSide:
+    """CKKS member handlers with a node's own keys: without the secret context it encrypts with the public
+    one and refuses to decrypt (the coordinator then asks another contributor)."""
+    from fedswarm.privacy.he.ckks import CKKSKeyHolder, CKKSPublicHolder
+    from fedswarm.rounds.privacy.ckks import CKKSMemberSide
+
+    secret = keys.secret
+    public = keys.public
+
+    class KitMemberSide(CKKSMemberSide):
+        @property
+        def holder(self) -> CKKSKeyHolder:
+            if self._holder is None:
+                self._holder = CKKSKeyHolder(secret, params) if secret else CKKSPublicHolder(public, params)
+            return self._holder
+
+    return KitMemberSide(protection, params=params, secret=lambda: secret or b"", min_inputs=min_inputs)
+
+
+def build_privacy_extension(
+    spec: Spec, info: DataInfo, members: int, *, ckks_keys: CKKSKeyMaterial | None = None
+) -> PrivacyExtension | None:
+    """The privacy extension the spec asks for, or ``None`` (see the module docstring for refusals).
+
+    ``ckks_keys``: a real node's CKKS keys (default: the simulation's cached keys).
+    """
     p = spec.privacy
     if p.dp == "none" and p.secure_aggregation == "none":
         return None
@@ -271,15 +301,25 @@ def build_privacy_extension(spec: Spec, info: DataInfo, members: int) -> Privacy
                 f"privacy.ckks.min_inputs: {c.min_inputs} exceeds the {cohort} members sampled per round"
             )
 
-        def secret() -> bytes:
-            return unsafe_simulation_secret_context(params, seed=spec.federation.seed, federation=spec.federation.name)
+        side: CKKSMemberSide
+        if ckks_keys is None:
 
+            def secret() -> bytes:
+                return unsafe_simulation_secret_context(
+                    params, seed=spec.federation.seed, federation=spec.federation.name
+                )
+
+            public = public_context_of(secret())
+            side = CKKSMemberSide(protection, params=params, secret=secret, min_inputs=c.min_inputs)
+        else:
+            public = ckks_keys.public
+            side = _kit_member_side(protection, params=params, keys=ckks_keys, min_inputs=c.min_inputs)
         collector = CKKSCollector(
             release,
-            adder=CKKSAdder(public_context_of(secret()), params),
+            adder=CKKSAdder(public, params),
             min_contributors=max(strategy.min_members, c.min_inputs),
         )
-        handlers = CKKSMemberSide(protection, params=params, secret=secret, min_inputs=c.min_inputs).handlers()
+        handlers = side.handlers()
     else:
         collector = ClearCollector(release, min_contributors=strategy.min_members, individual=p.dp == "local")
         handlers = ClearMemberSide(protection, send_examples=False).handlers()

@@ -132,6 +132,11 @@ class PeerClient:
             raise PeerError.from_rpc(self.name, "Status", exc) from None
         return reply
 
+    def checkpoint(self, envelope: pb.Envelope, *, timeout: float) -> pb.CheckpointReply:
+        """Compare ledgers with the peer (the envelope's body is a ``CheckpointRequest``)."""
+        reply: pb.CheckpointReply = self._call("Checkpoint", self._stub.Checkpoint, envelope, timeout)
+        return reply
+
     def healthy(self, *, timeout: float) -> bool:
         """``True`` if the peer's standard health service answers ``SERVING``."""
         try:

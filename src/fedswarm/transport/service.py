@@ -80,9 +80,15 @@ class PeerHandler(Protocol):
 
     def on_commit(
         self, message: Verified, body: pb.Commit, model: bytes | None, state: bytes | None, next: Assignment | None
-    ) -> str:
+    ) -> str | pb.Ack:
         """A commit; ``model`` and ``state``: their bytes if they came inline (checked against the body);
-        ``next``: the sender's assignment of the following round that came with it, to handle after it."""
+        ``next``: the sender's assignment of the following round that came with it, to handle after it.
+        Returns the reply's detail, or the whole reply (with the node's ledger cosignature)."""
+        ...
+
+    def on_checkpoint(self, message: Verified, body: pb.CheckpointRequest, *, wait: float | None) -> pb.CheckpointReply:
+        """A peer's ledger view; the reply is this node's (``wait``: how long the call may wait for a
+        final checkpoint when the request asks for one)."""
         ...
 
     def open_blob(self, digest: str) -> tuple[int, Iterator[bytes]] | None:
@@ -164,7 +170,16 @@ class PeerService(pb_grpc.PeerServicer):
         return self._guard("SubmitEvaluation", context, run)
 
     def Commit(self, request: pb.CommitRequest, context: grpc.ServicerContext) -> pb.Ack:  # noqa: N802 - gRPC method name
-        return self._guard("Commit", context, lambda peer: pb.Ack(detail=self._commit(request, peer)))
+        return self._guard("Commit", context, lambda peer: self._commit(request, peer))
+
+    def Checkpoint(self, request: pb.Envelope, context: grpc.ServicerContext) -> pb.CheckpointReply:  # noqa: N802 - gRPC method name
+        def run(peer: str) -> pb.CheckpointReply:
+            verified = self._verify(request, peer, "checkpoint")
+            return self.handler.on_checkpoint(
+                verified, open_body(request, pb.CheckpointRequest), wait=self._wait(context)
+            )
+
+        return self._guard("Checkpoint", context, run)
 
     def accept_reply(self, peer: str, reply: pb.Ack) -> None:
         """Handle the message a reply from ``peer`` carries (see ``Ack``), as if ``peer`` had called with it.
@@ -186,7 +201,7 @@ class PeerService(pb_grpc.PeerServicer):
             self.handler.on_refused(method, peer, refusal)
             raise
 
-    def _commit(self, request: pb.CommitRequest, peer: str) -> str:
+    def _commit(self, request: pb.CommitRequest, peer: str) -> pb.Ack:
         verified = self._verify(request.commit, peer, "commit")
         body = open_body(request.commit, pb.Commit)
         model = state = None
@@ -198,7 +213,8 @@ class PeerService(pb_grpc.PeerServicer):
         following = None
         if request.HasField("next"):
             following = self._assignment(request.next, peer, after=verified.round)
-        return self.handler.on_commit(verified, body, model, state, following)
+        result = self.handler.on_commit(verified, body, model, state, following)
+        return result if isinstance(result, pb.Ack) else pb.Ack(detail=result)
 
     def Status(self, request: pb.Envelope, context: grpc.ServicerContext) -> pb.NodeStatus:  # noqa: N802 - gRPC method name
         def run(peer: str) -> pb.NodeStatus:

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -369,8 +370,9 @@ def test_join_with_taken_name_is_refused(out: Path, tmp_path: Path) -> None:
 def test_join_with_forged_signature_is_refused(out: Path, tmp_path: Path) -> None:
     request = kits.create_join_request(tmp_path / "x", name="eve", role="aggregator", address="127.0.0.1:9000")
     forged = kits.JoinRequest(
-        request.csr, "aggregator", "127.0.0.1:9000", SigningKey.generate().public_key(), request.signature
-    )
+        request.csr, "aggregator", "127.0.0.1:9000", SigningKey.generate().public_key(), request.join_key,
+        request.signature,
+    )  # fmt: skip
     with pytest.raises(VerificationError, match="join request for 'eve'"):
         kits.add_member(out, forged, validity_days=30, ca_password=b"operator secret", now=NOW)
 
@@ -378,10 +380,8 @@ def test_join_with_forged_signature_is_refused(out: Path, tmp_path: Path) -> Non
 def test_join_address_must_be_covered_by_the_certificate(out: Path, tmp_path: Path) -> None:
     request = kits.create_join_request(tmp_path / "x", name="eve", role="member", address="127.0.0.1:9000")
     moved = SigningKey.load(tmp_path / "x" / "signing-key.pem")
-    unsigned = kits.JoinRequest(request.csr, "member", "10.9.9.9:9000", moved.public_key(), b"")
-    resigned = kits.JoinRequest(
-        unsigned.csr, "member", "10.9.9.9:9000", moved.public_key(), moved.sign(unsigned.signed_bytes())
-    )
+    unsigned = kits.JoinRequest(request.csr, "member", "10.9.9.9:9000", moved.public_key(), request.join_key, b"")
+    resigned = replace(unsigned, signature=moved.sign(unsigned.signed_bytes()))
     with pytest.raises(ConfigurationError, match=re.escape("'10.9.9.9' is not among the requested SANs")):
         kits.add_member(out, resigned, validity_days=30, ca_password=b"operator secret", now=NOW)
 

@@ -21,7 +21,10 @@ Key distribution. A real federation generates the secret context once during pro
 (:func:`provision_contexts`) and hands it to members only, and the public context to the aggregator.
 Simulation takes a shortcut: :func:`unsafe_simulation_secret_context` generates the secret context once
 per run seed and parameters and caches it in a file readable only by the current user, so that every
-worker process of a simulation finds the same keys. Do not use that for anything but simulation.
+worker process of a simulation finds the same keys. Do not use that for anything but simulation. Real
+nodes take their keys from their startup kit as :class:`CKKSKeyMaterial`; a node without the secret
+context (a star aggregator) still encrypts its own update with the public one (:class:`CKKSPublicHolder`),
+and never decrypts.
 
 Security. The default parameters (``N = 8192``, 160 bits of modulus) are within the 128-bit security
 bound of the homomorphic encryption standard (218 bits for ``N = 8192``). Because every member holds
@@ -50,7 +53,9 @@ __all__ = [
     "MAX_COEFF_MODULUS_BITS",
     "CKKSAdder",
     "CKKSKeyHolder",
+    "CKKSKeyMaterial",
     "CKKSParams",
+    "CKKSPublicHolder",
     "UnsafeSimulationKeysWarning",
     "ckks_error_bound",
     "context_digest",
@@ -234,6 +239,34 @@ class CKKSKeyHolder:
                 raise VerificationError(f"CKKS: ciphertext {i} holds {len(part)} values, expected {hi - lo}")
             out[lo:hi] = part[: hi - lo]
         return out
+
+
+class CKKSPublicHolder(CKKSKeyHolder):
+    """A member without the secret key (a star aggregator that also trains): it encrypts with the public
+    context, and refuses to decrypt."""
+
+    def __init__(self, public_context: bytes, params: CKKSParams) -> None:
+        ts = require_tenseal()
+        self._ts = ts
+        self._ctx = ts.context_from(public_context)
+        if self._ctx.is_private():
+            raise VerificationError("CKKS: CKKSPublicHolder takes the public context, not the secret one")
+        self.params = params
+
+    def decrypt(self, chunks: tuple[bytes, ...], *, length: int) -> npt.NDArray[np.float64]:
+        raise VerificationError("CKKS: this member holds no secret key and cannot decrypt")
+
+
+@dataclass(frozen=True, slots=True)
+class CKKSKeyMaterial:
+    """A node's CKKS keys from provisioning: the public context, and the secret one if the node holds it."""
+
+    public: bytes
+    secret: bytes | None
+
+    def __post_init__(self) -> None:
+        if not self.public:
+            raise ConfigurationError("CKKS key material: the public context is empty")
 
 
 class CKKSAdder:

@@ -5,7 +5,8 @@ every round it writes ``outcome.annotations["privacy"]`` (recorded in ``metrics.
 observers such as the ledger): ``epsilon``, ``delta`` and ``accountant`` of what has been spent so far
 (``None`` without differential privacy), plus the sampling, the round's clip and what secure
 aggregation reported. It asks the run to stop when the next round would exceed ``budget_epsilon``, and
-adds ``privacy: {epsilon, delta, accountant, ...}`` to the run summary.
+adds ``privacy: {epsilon, delta, accountant, ...}`` to the run summary. Its server state (the rounds the
+accountant has spent, the adaptive clip) travels with a network run's commits (:meth:`PrivacyExtension.state_dict`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from fedswarm.core.errors import ConfigurationError
 from fedswarm.core.parameters import Parameters
 from fedswarm.rounds.collect import Collector
 from fedswarm.rounds.coordinator import RoundOutcome
@@ -35,6 +37,10 @@ class PrivacyBudget(Protocol):
     def report(self) -> dict[str, Any]: ...
 
     def stop_reason(self) -> str | None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 def _json_safe(value: Any) -> Any:
@@ -110,6 +116,32 @@ class PrivacyExtension:
             note["transport"] = _json_safe(dict(last))
         outcome.annotations["privacy"] = note
         return self.budget.stop_reason() if self.budget is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The release's clip state and the budget's accounting, as JSON values."""
+        out: dict[str, Any] = {"release": self.release.state_dict()}
+        if self.budget is not None:
+            out["budget"] = self.budget.state_dict()
+        return out
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the next round then runs with its clip and is accounted after its rounds).
+
+        Raises
+        ------
+        ConfigurationError
+            The state is of another privacy configuration.
+        """
+        release = state.get("release")
+        if not isinstance(release, Mapping):
+            raise ConfigurationError("privacy extension state: no release state")
+        self.release.load_state_dict(dict(release))
+        if self.budget is not None:
+            budget = state.get("budget")
+            if not isinstance(budget, Mapping):
+                raise ConfigurationError("privacy extension state: no budget state")
+            self.budget.load_state_dict(dict(budget))
+        self._clip = self.release.clip if self.release.client_level else None
 
     def summary(self) -> Mapping[str, Any]:
         out = self._spent()

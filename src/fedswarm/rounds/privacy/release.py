@@ -175,3 +175,21 @@ class SumRelease:
         if self.adaptive is not None:
             out["adaptive"] = self.adaptive.state_dict()
         return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the adaptive clip; a fixed clip must be this release's).
+
+        Raises
+        ------
+        ConfigurationError
+            Another mode or fixed clip, or an adaptive state that does not fit this release.
+        """
+        if state.get("mode") != self.mode:
+            raise ConfigurationError(f"privacy release state: mode {state.get('mode')!r}, this run uses {self.mode!r}")
+        if self.adaptive is not None:
+            adaptive = state.get("adaptive")
+            if not isinstance(adaptive, dict):
+                raise ConfigurationError("privacy release state: no adaptive clip state")
+            self.adaptive.load_state_dict(adaptive)
+        elif self.client_level and state.get("clip") != self.clip:
+            raise ConfigurationError(f"privacy release state: clip {state.get('clip')!r}, this run uses {self.clip!r}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
@@ -26,7 +27,7 @@ import numpy.typing as npt
 from fedswarm.codec import canonical
 from fedswarm.core.errors import VerificationError
 
-__all__ = ["WIRE_VERSION", "WireMessage", "expect"]
+__all__ = ["WIRE_VERSION", "WireMessage", "decode_one_of", "expect"]
 
 WIRE_VERSION = 1
 _DTYPES = frozenset({"<f8", "<f4", "<u8", "<i8", "|u1", "|b1"})
@@ -165,6 +166,27 @@ class WireMessage:
 
 
 W = TypeVar("W", bound=WireMessage)
+
+
+def decode_one_of(data: bytes | bytearray, allowed: Sequence[type[WireMessage]], *, where: str) -> WireMessage:
+    """Parse bytes produced by :meth:`WireMessage.to_wire` of one of the ``allowed`` classes, chosen by the
+    kind name the bytes carry (a strict registry: any other kind is refused, nothing else is instantiated).
+
+    Raises
+    ------
+    VerificationError
+        Not canonical, a kind that is not allowed, or a field of the wrong type (the message names ``where``).
+    """
+    try:
+        value = canonical.decode(bytes(data))
+    except ValueError as exc:
+        raise VerificationError(f"{where}: {exc}") from None
+    kind = value.get("kind") if isinstance(value, dict) else None
+    by_name = {cls.__name__: cls for cls in allowed}
+    cls = by_name.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise VerificationError(f"{where}: a {kind!r} message is not expected here (expected {sorted(by_name)})")
+    return cls._from_canonical(value, f"{where} ({kind})")
 
 
 def expect(request: object, cls: type[W], *, kind: str) -> W:

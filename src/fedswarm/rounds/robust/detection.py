@@ -42,7 +42,7 @@ took part in), so a single false alarm does not name a member.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedswarm.aggregation import median
+from fedswarm.core.errors import ConfigurationError
 
 __all__ = ["AnomalyScores", "Detector", "DetectorSettings", "anomaly_scores", "robust_z"]
 
@@ -238,6 +239,32 @@ class Detector:
                 }
             )
         return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Reputations, flag counts and totals as JSON values (member ids as decimal strings)."""
+        return {
+            "reputation": {str(m): r for m, r in sorted(self.reputation.items())},
+            "flag_counts": {str(m): c for m, c in sorted(self.flag_counts.items())},
+            "rounds_scored": self.rounds_scored,
+            "anomalies": self.anomalies,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`.
+
+        Raises
+        ------
+        ConfigurationError
+            A missing or malformed entry.
+        """
+        try:
+            reputation = {int(m): float(r) for m, r in state["reputation"].items()}
+            counts = {int(m): int(c) for m, c in state["flag_counts"].items()}
+            rounds, anomalies = int(state["rounds_scored"]), int(state["anomalies"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigurationError(f"detection state: malformed ({type(exc).__name__}: {exc})") from None
+        self.reputation, self.flag_counts = reputation, counts
+        self.rounds_scored, self.anomalies = rounds, anomalies
 
     def flagged(self) -> list[str]:
         """Names of the members whose reputation is below the threshold, sorted."""

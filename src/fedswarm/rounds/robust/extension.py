@@ -8,7 +8,9 @@ Built from the spec by :func:`fedswarm.spec.robust_extension.build_robustness_ex
 * after every round, the anomaly records of :class:`~fedswarm.rounds.robust.detection.Detector` in
   ``outcome.annotations["anomalies"]`` (rounds whose updates the aggregator cannot see are not scored),
   after the annotations of its other parts (the backdoor's success rate);
-* ``flagged`` and ``detection`` in the run summary, plus its parts' summaries.
+* ``flagged`` and ``detection`` in the run summary, plus its parts' summaries;
+* detection's reputations as its state (:meth:`RobustnessExtension.state_dict`), which travels with a
+  network run's commits.
 """
 
 from __future__ import annotations
@@ -72,6 +74,15 @@ class RobustnessExtension:
                 outcome.round, outcome.accepted, outcome.updates
             )
         return stop
+
+    def state_dict(self) -> dict[str, Any]:
+        """Detection's reputations (the attack hooks of a simulation keep no state that travels)."""
+        return {"detector": self.detector.state_dict()} if self.detector is not None else {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        detector = state.get("detector")
+        if self.detector is not None and isinstance(detector, Mapping):
+            self.detector.load_state_dict(detector)
 
     def summary(self) -> Mapping[str, Any]:
         out: dict[str, Any] = {}

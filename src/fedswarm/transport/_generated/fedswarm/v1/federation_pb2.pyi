@@ -125,7 +125,7 @@ class AssignRequest(_message.Message):
     def __init__(self, assign: _Optional[_Union[Envelope, _Mapping]] = ..., model: _Optional[bytes] = ..., payload: _Optional[bytes] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
-    __slots__ = ("attempt", "base_digest", "update_digest", "update_size", "num_examples", "payload_bytes", "seconds", "metrics", "dropout", "exchange_kind", "ledger_entry")
+    __slots__ = ("attempt", "base_digest", "update_digest", "update_size", "num_examples", "payload_bytes", "seconds", "metrics", "dropout", "exchange_kind", "ledger_entry", "ledger_cosignature")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +144,7 @@ class UpdateHeader(_message.Message):
     DROPOUT_FIELD_NUMBER: _ClassVar[int]
     EXCHANGE_KIND_FIELD_NUMBER: _ClassVar[int]
     LEDGER_ENTRY_FIELD_NUMBER: _ClassVar[int]
+    LEDGER_COSIGNATURE_FIELD_NUMBER: _ClassVar[int]
     attempt: int
     base_digest: str
     update_digest: str
@@ -155,7 +156,8 @@ class UpdateHeader(_message.Message):
     dropout: str
     exchange_kind: str
     ledger_entry: bytes
-    def __init__(self, attempt: _Optional[int] = ..., base_digest: _Optional[str] = ..., update_digest: _Optional[str] = ..., update_size: _Optional[int] = ..., num_examples: _Optional[int] = ..., payload_bytes: _Optional[int] = ..., seconds: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., dropout: _Optional[str] = ..., exchange_kind: _Optional[str] = ..., ledger_entry: _Optional[bytes] = ...) -> None: ...
+    ledger_cosignature: bytes
+    def __init__(self, attempt: _Optional[int] = ..., base_digest: _Optional[str] = ..., update_digest: _Optional[str] = ..., update_size: _Optional[int] = ..., num_examples: _Optional[int] = ..., payload_bytes: _Optional[int] = ..., seconds: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ..., dropout: _Optional[str] = ..., exchange_kind: _Optional[str] = ..., ledger_entry: _Optional[bytes] = ..., ledger_cosignature: _Optional[bytes] = ...) -> None: ...
 
 class UploadPart(_message.Message):
     __slots__ = ("header", "data")
@@ -328,25 +330,39 @@ class NodeStatus(_message.Message):
     def __init__(self, member: _Optional[str] = ..., federation_id: _Optional[str] = ..., topology: _Optional[str] = ..., phase: _Optional[str] = ..., round: _Optional[int] = ..., rounds: _Optional[int] = ..., model_digest: _Optional[str] = ..., finished: _Optional[bool] = ..., last_commit: _Optional[_Union[Envelope, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[PeerState, _Mapping]]] = ..., refused: _Optional[_Mapping[str, int]] = ..., spec_digest: _Optional[str] = ..., started_ms: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
 
 class CheckpointRequest(_message.Message):
-    __slots__ = ("checkpoint", "size", "root")
+    __slots__ = ("checkpoint", "size", "root", "cosignature", "wait_final", "records_from", "max_records", "renumber")
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     ROOT_FIELD_NUMBER: _ClassVar[int]
+    COSIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FINAL_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FROM_FIELD_NUMBER: _ClassVar[int]
+    MAX_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    RENUMBER_FIELD_NUMBER: _ClassVar[int]
     checkpoint: bytes
     size: int
     root: bytes
-    def __init__(self, checkpoint: _Optional[bytes] = ..., size: _Optional[int] = ..., root: _Optional[bytes] = ...) -> None: ...
+    cosignature: bytes
+    wait_final: bool
+    records_from: int
+    max_records: int
+    renumber: bytes
+    def __init__(self, checkpoint: _Optional[bytes] = ..., size: _Optional[int] = ..., root: _Optional[bytes] = ..., cosignature: _Optional[bytes] = ..., wait_final: _Optional[bool] = ..., records_from: _Optional[int] = ..., max_records: _Optional[int] = ..., renumber: _Optional[bytes] = ...) -> None: ...
 
 class CheckpointReply(_message.Message):
-    __slots__ = ("checkpoint", "size", "root", "consistency", "cosignature")
+    __slots__ = ("checkpoint", "size", "root", "consistency", "cosignature", "records", "record")
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     ROOT_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
     COSIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
     checkpoint: bytes
     size: int
     root: bytes
     consistency: _containers.RepeatedScalarFieldContainer[bytes]
     cosignature: bytes
-    def __init__(self, checkpoint: _Optional[bytes] = ..., size: _Optional[int] = ..., root: _Optional[bytes] = ..., consistency: _Optional[_Iterable[bytes]] = ..., cosignature: _Optional[bytes] = ...) -> None: ...
+    records: _containers.RepeatedScalarFieldContainer[bytes]
+    record: bytes
+    def __init__(self, checkpoint: _Optional[bytes] = ..., size: _Optional[int] = ..., root: _Optional[bytes] = ..., consistency: _Optional[_Iterable[bytes]] = ..., cosignature: _Optional[bytes] = ..., records: _Optional[_Iterable[bytes]] = ..., record: _Optional[bytes] = ...) -> None: ...

@@ -130,7 +130,8 @@ class PeerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Checkpoint(self, request, context):
-        """Compare ledger histories: the callee's checkpoint and a consistency proof from the caller's size.
+        """Compare ledger histories: the callee's checkpoint and a consistency proof from the caller's size;
+        also carries cosignatures, the records a lagging node lacks, and renumbered update entries to sign.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,527 @@
+"""The federation manifest: who the members are, how to reach them, and the CA's signature over it.
+
+The **manifest** lists the federation (id, name, creation time, revision ``version``, CA fingerprint),
+every member (name, role, ``host:port`` address, TLS certificate fingerprint, Ed25519 public key), the
+names of revoked members and, when the federation aggregates with CKKS, the CKKS parameters and the
+SHA-256 digests of the public and secret contexts that provisioning generated (:class:`CKKSKeys`). The
+CA signs its canonical encoding (:mod:`fedswarm.codec.canonical`) under the context
+``fedswarm.manifest.v1``.
+
+How an edited manifest is named, honestly. A signature can only say "these bytes were not signed". So
+``manifest.sig`` is a *signed envelope* (:class:`SignedManifest`) that embeds the CA-signed copy of the
+manifest next to the signature, and ``manifest.json`` is a readable copy for people. The envelope's
+signature is checked first; if it fails, nothing in the envelope is trusted and the error says so (it
+cannot say which field changed, only that the envelope or its CA changed). If it holds, the signed copy
+is authoritative: ``manifest.json`` is compared with it value by value (:func:`check_manifest_copy`) and
+any difference is reported by field (``members[bob].address: signed '10.0.0.2:7000', manifest.json has
+'10.6.6.6:7000'``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from fedswarm.codec import canonical
+from fedswarm.core.errors import ConfigurationError, SpecError, VerificationError
+from fedswarm.crypto import pki
+from fedswarm.crypto.files import read_material
+from fedswarm.crypto.signing import VerifyKey
+
+__all__ = [
+    "CA_DIR",
+    "MANIFEST_CONTEXT",
+    "MANIFEST_FILE",
+    "SIGNATURE_FILE",
+    "CKKSKeys",
+    "Manifest",
+    "MemberEntry",
+    "MemberSpec",
+    "Role",
+    "SignedManifest",
+    "check_manifest_copy",
+    "manifest_json",
+    "parse_ip",
+    "split_address",
+    "timestamp",
+    "utc_now",
+]
+
+Role = Literal["member", "aggregator"]
+
+MANIFEST_CONTEXT = "fedswarm.manifest.v1"
+_MANIFEST_FORMAT = "fedswarm.manifest/1"
+_ENVELOPE_FORMAT = "fedswarm.signed-manifest/1"
+MANIFEST_FILE, SIGNATURE_FILE, CA_DIR = "manifest.json", "manifest.sig", "ca"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_FEDERATION_ID = re.compile(r"^[0-9a-f]{32}$")
+_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+def _name_problem(name: object) -> str | None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        return f"{name!r} must be 1-63 characters of letters, digits, '.', '_', '-', starting alphanumeric"
+    if name.lower() == CA_DIR:
+        return f"{name!r} is reserved for the operator's CA directory"
+    return None
+
+
+def split_address(address: object) -> tuple[str, int]:
+    """``host:port`` (IPv6 hosts in brackets) to ``(host, port)``; ``ValueError`` with the reason."""
+    if not isinstance(address, str):
+        raise ValueError(f"{address!r} is not a string")
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{address!r} must be host:port with a port in 1..65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not isinstance(parse_ip(host), ipaddress.IPv6Address):
+            raise ValueError(f"{address!r}: only IPv6 addresses go in brackets")
+    elif ":" in host:
+        raise ValueError(f"{address!r}: write IPv6 hosts in brackets, e.g. [::1]:7000")
+    if not host:
+        raise ValueError(f"{address!r} has no host")
+    return host, int(port)
+
+
+def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an IP address, or ``None`` when it is a DNS name."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def timestamp(moment: dt.datetime) -> str:
+    """``moment`` in UTC as ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def utc_now(now: dt.datetime | None) -> dt.datetime:
+    """``now``, or the current UTC time when it is ``None``."""
+    return dt.datetime.now(dt.UTC) if now is None else now
+
+
+# -------------------------------------------------------------------------------------- manifest
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One member to provision.
+
+    Parameters
+    ----------
+    name
+        The member's identity (certificate CN, directory name): letters, digits, ``._-``.
+    role
+        ``"member"`` or ``"aggregator"``.
+    address
+        Where peers reach it, ``host:port``; the host becomes a DNS or IP SAN of its certificate.
+    dns_names, ip_addresses
+        Extra subject alternative names.
+    """
+
+    name: str
+    role: Role
+    address: str
+    dns_names: tuple[str, ...] = ()
+    ip_addresses: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        problem = _name_problem(self.name)
+        if problem:
+            raise SpecError("members.name", problem)
+        if self.role not in get_args(Role):
+            raise SpecError(f"members.{self.name}.role", f"{self.role!r} is not one of {get_args(Role)}")
+        try:
+            split_address(self.address)
+        except ValueError as exc:
+            raise SpecError(f"members.{self.name}.address", str(exc)) from None
+
+    def subject_names(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """``(dns_names, ip_addresses)`` for the certificate: the address host plus the extras."""
+        host, _ = split_address(self.address)
+        ip = parse_ip(host)
+        dns = self.dns_names if ip is not None or host in self.dns_names else (host, *self.dns_names)
+        ips = self.ip_addresses
+        if ip is not None and str(ip) not in ips:
+            ips = (str(ip), *ips)
+        return dns, ips
+
+
+@dataclass(frozen=True)
+class MemberEntry:
+    """A member as the manifest lists it."""
+
+    name: str
+    role: Role
+    address: str
+    tls_fingerprint: str
+    signing_key: str
+
+    def verify_key(self) -> VerifyKey:
+        """The member's Ed25519 public key."""
+        return VerifyKey.from_hex(self.signing_key)
+
+    def to_value(self) -> dict[str, str]:
+        """Canonical value (a JSON object)."""
+        return {
+            "address": self.address,
+            "name": self.name,
+            "role": self.role,
+            "signing_key": self.signing_key,
+            "tls_fingerprint": self.tls_fingerprint,
+        }
+
+
+@dataclass(frozen=True)
+class CKKSKeys:
+    """The federation's CKKS keys as the manifest lists them: parameters and context digests.
+
+    ``public_context`` and ``secret_context`` are the SHA-256 digests (hex) of the serialized TenSEAL
+    contexts that provisioning wrote into the kits (:mod:`fedswarm.node.ckks_keys`); a kit whose files
+    have other digests is refused. A digest of a secret key reveals nothing about it.
+    """
+
+    poly_modulus_degree: int
+    coeff_mod_bit_sizes: tuple[int, ...]
+    scale_bits: int
+    public_context: str
+    secret_context: str
+
+    def to_value(self) -> dict[str, Any]:
+        """Canonical value (a JSON object)."""
+        return {
+            "coeff_mod_bit_sizes": list(self.coeff_mod_bit_sizes),
+            "poly_modulus_degree": self.poly_modulus_degree,
+            "public_context": self.public_context,
+            "scale_bits": self.scale_bits,
+            "secret_context": self.secret_context,
+        }
+
+
+def _parse_ckks(raw: object, problems: list[str]) -> CKKSKeys | None:
+    fields = {"coeff_mod_bit_sizes", "poly_modulus_degree", "public_context", "scale_bits", "secret_context"}
+    if not isinstance(raw, dict) or set(raw) != fields:
+        problems.append(f"ckks: must be an object with exactly the fields {sorted(fields)}")
+        return None
+    before = len(problems)
+    for key in ("poly_modulus_degree", "scale_bits"):
+        if not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < 1:
+            problems.append(f"ckks.{key}: {raw[key]!r} must be a positive integer")
+    mods = raw["coeff_mod_bit_sizes"]
+    if not isinstance(mods, list) or not mods or not all(isinstance(b, int) and not isinstance(b, bool) for b in mods):
+        problems.append(f"ckks.coeff_mod_bit_sizes: {mods!r} must be a non-empty list of integers")
+    _expect(raw, "public_context", _HEX64, problems, "ckks")
+    _expect(raw, "secret_context", _HEX64, problems, "ckks")
+    if len(problems) > before:
+        return None
+    return CKKSKeys(
+        raw["poly_modulus_degree"], tuple(mods), raw["scale_bits"], raw["public_context"], raw["secret_context"]
+    )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The CA-signed description of the federation.
+
+    ``version`` is the manifest's revision: provisioning writes 1 and every :func:`add_member` or
+    :func:`revoke_member` increments it, so a node can refuse to roll back to an older manifest.
+    ``revoked`` keeps the names of revoked members, which are never reused. ``ckks`` describes the
+    CKKS keys of a federation provisioned with ``privacy.secure_aggregation = "ckks"`` (absent
+    otherwise, and then absent from the signed value too); it never changes after provisioning.
+    """
+
+    federation_id: str
+    federation_name: str
+    created: str
+    version: int
+    ca_fingerprint: str
+    members: tuple[MemberEntry, ...]
+    revoked: tuple[str, ...] = ()
+    ckks: CKKSKeys | None = None
+
+    def member(self, name: str) -> MemberEntry:
+        """The entry of ``name``.
+
+        Raises
+        ------
+        VerificationError
+            ``name`` is not a current member (the message says when it was revoked).
+        """
+        for entry in self.members:
+            if entry.name == name:
+                return entry
+        if name in self.revoked:
+            raise VerificationError(f"manifest version {self.version}: member {name!r} was revoked")
+        raise VerificationError(f"manifest version {self.version}: {name!r} is not a member")
+
+    @property
+    def names(self) -> frozenset[str]:
+        """Names of current and revoked members (none of them can be issued again)."""
+        return frozenset(e.name for e in self.members) | frozenset(self.revoked)
+
+    def to_value(self) -> dict[str, Any]:
+        """Canonical value: what the CA signs."""
+        value: dict[str, Any] = {
+            "ca_fingerprint": self.ca_fingerprint,
+            "created": self.created,
+            "federation_id": self.federation_id,
+            "federation_name": self.federation_name,
+            "format": _MANIFEST_FORMAT,
+            "members": [entry.to_value() for entry in self.members],
+            "revoked": list(self.revoked),
+            "version": self.version,
+        }
+        if self.ckks is not None:
+            value["ckks"] = self.ckks.to_value()
+        return value
+
+    def canonical_bytes(self) -> bytes:
+        """:func:`fedswarm.codec.canonical.encode` of :meth:`to_value`."""
+        return canonical.encode(self.to_value())
+
+    @classmethod
+    def from_value(cls, value: object, *, source: str) -> Manifest:
+        """Validate a decoded manifest value.
+
+        Raises
+        ------
+        VerificationError
+            A missing, extra or malformed field (named with its path), or a value not in normal form.
+        """
+        problems: list[str] = []
+        manifest = _parse_manifest(value, problems)
+        if manifest is None or problems:
+            raise VerificationError(f"{source}: malformed manifest: {'; '.join(problems)}")
+        if manifest.to_value() != value:  # pragma: no cover - _parse_manifest rebuilds exactly what it read
+            raise VerificationError(f"{source}: manifest is not in normal form")
+        return manifest
+
+
+def _parse_manifest(value: object, problems: list[str]) -> Manifest | None:
+    fields = {
+        "ca_fingerprint",
+        "created",
+        "federation_id",
+        "federation_name",
+        "format",
+        "members",
+        "revoked",
+        "version",
+    }
+    if not isinstance(value, dict):
+        problems.append("not a JSON object")
+        return None
+    if not fields <= set(value) <= fields | {"ckks"}:
+        missing, extra = sorted(fields - set(value)), sorted(set(value) - fields - {"ckks"})
+        problems.append(f"missing fields {missing}" if missing else f"unexpected fields {extra}")
+        return None
+    ckks = _parse_ckks(value["ckks"], problems) if "ckks" in value else None
+    if value["format"] != _MANIFEST_FORMAT:
+        problems.append(f"format: {value['format']!r}, expected {_MANIFEST_FORMAT!r}")
+    _expect(value, "federation_id", _FEDERATION_ID, problems)
+    _expect(value, "ca_fingerprint", _HEX64, problems)
+    _expect(value, "created", _TIMESTAMP, problems)
+    if not isinstance(value["federation_name"], str) or not value["federation_name"].strip():
+        problems.append("federation_name: must be a non-empty string")
+    version = value["version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        problems.append(f"version: {version!r} must be a positive integer")
+    members: list[MemberEntry] = []
+    raw_members = value["members"]
+    if not isinstance(raw_members, list):
+        problems.append("members: must be a list")
+        raw_members = []
+    for i, raw in enumerate(raw_members):
+        entry = _parse_entry(raw, f"members[{i}]", problems)
+        if entry is not None:
+            members.append(entry)
+    revoked = value["revoked"]
+    if not isinstance(revoked, list) or not all(isinstance(n, str) for n in revoked):
+        problems.append("revoked: must be a list of names")
+        revoked = []
+    for attribute in ("name", "tls_fingerprint", "signing_key"):
+        seen = [getattr(e, attribute) for e in members]
+        if len(set(seen)) != len(seen):
+            problems.append(f"members: duplicate {attribute}")
+    if [e.name for e in members] != sorted(e.name for e in members) or revoked != sorted(revoked):
+        problems.append("members and revoked must be sorted by name")
+    if set(revoked) & {e.name for e in members}:
+        problems.append(f"revoked: {sorted(set(revoked) & {e.name for e in members})} are also members")
+    if problems:
+        return None
+    return Manifest(
+        federation_id=value["federation_id"],
+        federation_name=value["federation_name"],
+        created=value["created"],
+        version=version,
+        ca_fingerprint=value["ca_fingerprint"],
+        members=tuple(members),
+        revoked=tuple(revoked),
+        ckks=ckks,
+    )
+
+
+def _parse_entry(raw: object, path: str, problems: list[str]) -> MemberEntry | None:
+    fields = {"address", "name", "role", "signing_key", "tls_fingerprint"}
+    if not isinstance(raw, dict) or set(raw) != fields:
+        problems.append(f"{path}: must be an object with exactly the fields {sorted(fields)}")
+        return None
+    before = len(problems)
+    name_problem = _name_problem(raw["name"])
+    if name_problem:
+        problems.append(f"{path}.name: {name_problem}")
+    if raw["role"] not in get_args(Role):
+        problems.append(f"{path}.role: {raw['role']!r} is not one of {get_args(Role)}")
+    try:
+        split_address(raw["address"])
+    except ValueError as exc:
+        problems.append(f"{path}.address: {exc}")
+    _expect(raw, "tls_fingerprint", _HEX64, problems, path)
+    _expect(raw, "signing_key", _HEX64, problems, path)
+    if len(problems) > before:
+        return None
+    return MemberEntry(raw["name"], raw["role"], raw["address"], raw["tls_fingerprint"], raw["signing_key"])
+
+
+def _expect(value: dict[str, Any], key: str, pattern: re.Pattern[str], problems: list[str], path: str = "") -> None:
+    item = value[key]
+    if not isinstance(item, str) or not pattern.match(item):
+        problems.append(f"{path + '.' if path else ''}{key}: {item!r} does not match {pattern.pattern}")
+
+
+@dataclass(frozen=True)
+class SignedManifest:
+    """A manifest with the CA's signature over its canonical bytes."""
+
+    manifest: Manifest
+    signature: bytes
+
+    @classmethod
+    def sign(cls, manifest: Manifest, ca: pki.CertificateAuthority) -> SignedManifest:
+        """Sign ``manifest`` with the CA key."""
+        if manifest.ca_fingerprint != ca.certificate.fingerprint:
+            raise ConfigurationError("manifest.ca_fingerprint: does not match the signing CA's certificate")
+        return cls(manifest, pki.sign_document(ca, manifest.canonical_bytes(), context=MANIFEST_CONTEXT))
+
+    def to_bytes(self) -> bytes:
+        """The signed envelope (canonical JSON) stored as ``manifest.sig``."""
+        return canonical.encode(
+            {
+                "format": _ENVELOPE_FORMAT,
+                "algorithm": "ecdsa-p256-sha256",
+                "manifest": self.manifest.to_value(),
+                "signature": self.signature,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, ca: pki.Certificate, source: str = SIGNATURE_FILE) -> SignedManifest:
+        """Parse an envelope and verify its signature with ``ca`` before trusting any of its content.
+
+        Raises
+        ------
+        VerificationError
+            Not an envelope, the signature does not verify (the message says whether the envelope names
+            another CA), or the signed manifest names a different CA.
+        """
+        raw = _decode_envelope(data, source)
+        try:
+            pki.verify_document(canonical.encode(raw["manifest"]), raw["signature"], ca=ca, context=MANIFEST_CONTEXT)
+        except VerificationError as exc:
+            named = raw["manifest"].get("ca_fingerprint") if isinstance(raw["manifest"], dict) else None
+            hint = (
+                f"; it names CA {str(named)[:16]} but ca.pem is {ca.fingerprint[:16]} (wrong CA)"
+                if named != ca.fingerprint
+                else "; the signed copy was altered, so which field changed cannot be told"
+            )
+            raise VerificationError(f"{source}: {exc}{hint}") from None
+        manifest = Manifest.from_value(raw["manifest"], source=source)
+        if manifest.ca_fingerprint != ca.fingerprint:
+            raise VerificationError(f"{source}: the manifest names CA {manifest.ca_fingerprint[:16]}, not ca.pem")
+        return cls(manifest, raw["signature"])
+
+
+def _decode_envelope(data: bytes, source: str) -> dict[str, Any]:
+    try:
+        raw = canonical.decode(data)
+    except ValueError as exc:
+        raise VerificationError(f"{source}: not a signed manifest envelope ({exc})") from None
+    keys = {"format", "algorithm", "manifest", "signature"}
+    if (
+        not isinstance(raw, dict)
+        or set(raw) != keys
+        or raw["format"] != _ENVELOPE_FORMAT
+        or not isinstance(raw["signature"], bytes)
+    ):
+        raise VerificationError(f"{source}: not a {_ENVELOPE_FORMAT} envelope")
+    return raw
+
+
+# ---------------------------------------------------------------------------------- manifest diff
+
+
+def _describe_changes(signed: Any, edited: Any, path: str = "") -> list[str]:
+    """Field-level differences between the signed manifest value and an edited copy."""
+    label = path or "<manifest>"
+    if isinstance(signed, dict) and isinstance(edited, dict):
+        changes: list[str] = []
+        for key in sorted(set(signed) | set(edited)):
+            sub = f"{path}.{key}" if path else key
+            if key not in edited:
+                changes.append(f"{sub}: removed (signed value {_short(signed[key])})")
+            elif key not in signed:
+                changes.append(f"{sub}: added ({_short(edited[key])}), not in the signed manifest")
+            else:
+                changes.extend(_describe_changes(signed[key], edited[key], sub))
+        return changes
+    if path == "members" and isinstance(signed, list) and isinstance(edited, list):
+        by_name = {m["name"]: m for m in signed if isinstance(m, dict) and "name" in m}
+        edited_by_name = {m.get("name"): m for m in edited if isinstance(m, dict)}
+        changes = [f"members[{n}]: removed" for n in by_name if n not in edited_by_name]
+        changes += [f"members[{n}]: added, not in the signed manifest" for n in edited_by_name if n not in by_name]
+        for name, member in by_name.items():
+            if name in edited_by_name:
+                changes.extend(_describe_changes(member, edited_by_name[name], f"members[{name}]"))
+        if not changes and signed != edited:
+            changes.append("members: reordered")
+        return changes
+    if type(signed) is not type(edited) or signed != edited:
+        return [f"{label}: signed {_short(signed)}, {MANIFEST_FILE} has {_short(edited)}"]
+    return []
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def manifest_json(manifest: Manifest) -> bytes:
+    """The readable copy of ``manifest`` written as ``manifest.json``."""
+    return (json.dumps(manifest.to_value(), indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def check_manifest_copy(path: Path, signed: Manifest) -> None:
+    """Compare the readable copy at ``path`` with the signed manifest; raise naming every changed field."""
+    data = read_material(path)
+    try:
+        edited = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise VerificationError(f"{path}: not valid JSON ({exc}); the signed copy is in {SIGNATURE_FILE}") from None
+    changes = _describe_changes(signed.to_value(), edited)
+    if changes:
+        raise VerificationError(
+            f"{path}: edited after the CA signed it: {'; '.join(changes)} "
+            f"(the CA-signed copy in {SIGNATURE_FILE} is authoritative)"
+        )
