@@ -23,8 +23,9 @@ the ledger is verifiable but proves integrity only, not who acted.
 
 **Background writing.** On Linux the writing (hashing, signing, cosigning, object files, SQLite) runs by
 default in a forked writer process (:func:`fedswarm.ledger.recorder_core.serve`) fed through a queue, so
-it overlaps with training on a second core; this process only turns each round into plain data (the
-updates' canonical bytes, norms and names). Forking, unlike spawning, does not re-import the caller's
+it overlaps with training on a second core; this process only turns each round into plain data (a copy
+of the accepted updates as one float64 matrix, names, metrics and the model's bytes): encoding, hashing
+and storing each update happen in the writer. Forking, unlike spawning, does not re-import the caller's
 main module, so scripts without a main guard keep working. ``close`` waits for the writer to finish and
 raises :class:`LedgerRecorderError` if it failed. With ``background=False`` (and on other platforms)
 everything happens in this process.
@@ -51,10 +52,9 @@ import numpy.typing as npt
 from fedswarm.codec import canonical
 from fedswarm.codec.tensors import digest as tensor_digest
 from fedswarm.codec.tensors import encode as encode_parameters
-from fedswarm.codec.tensors import encoded_size
 from fedswarm.core.errors import ConfigurationError, FedswarmError
 from fedswarm.core.parameters import Parameters, Schema, TensorSpec
-from fedswarm.ledger.recorder_core import RecorderCore, RoundRecord, StartRecord, Submission, serve
+from fedswarm.ledger.recorder_core import RecorderCore, RoundRecord, StartRecord, UpdateRows, serve
 from fedswarm.ledger.store import DB_NAME, Durability
 
 __all__ = [
@@ -272,7 +272,6 @@ class LedgerRecorder:
         self.folder = Path(folder)
         self._retain = bool(spec.retain_updates)
         self._schema64 = float64_schema(schema)
-        self._update_bytes = encoded_size(self._schema64)
         self._member_name = member_name
         self._clock = clock
         self._names: Sequence[str] = ()
@@ -318,23 +317,17 @@ class LedgerRecorder:
         """Record one committed round (its entries in one transaction; a checkpoint when due)."""
         if not self._started:
             raise LedgerRecorderError("the ledger recorder got a round before on_start")
-        updates = np.asarray(outcome.updates, dtype=np.float64)
-        submissions = []
-        hidden = updates.shape[0] != len(outcome.accepted)  # a secure sum: no individual update exists
+        hidden = np.shape(outcome.updates)[0] != len(outcome.accepted)  # a secure sum: no individual update
         secure_contributors = tuple(self._name(int(m)) for m in outcome.accepted) if hidden else ()
-        for row_index, member in enumerate(() if hidden else outcome.accepted):
-            row = updates[row_index]
-            params = Parameters.unflatten(row, self._schema64)
-            data = encode_parameters(params) if self._retain else None
-            submissions.append(
-                Submission(
-                    member=self._name(int(member)),
-                    data=data,
-                    digest=None if self._retain else tensor_digest(params),
-                    norm=float(np.linalg.norm(row)),
-                    examples=float(outcome.weights[row_index]),
-                    size=self._update_bytes,
-                )
+        rows = None
+        if not hidden:
+            weights = np.asarray(outcome.weights, dtype=np.float64)
+            rows = UpdateRows(
+                members=tuple(self._name(int(m)) for m in outcome.accepted),
+                rows=np.array(outcome.updates, dtype=np.float64),  # a copy: the queue pickles it later
+                examples=tuple(float(w) for w in weights[: len(outcome.accepted)]),
+                schema=self._schema64,
+                retain=self._retain,
             )
         central = None
         if outcome.central is not None:
@@ -355,7 +348,7 @@ class LedgerRecorder:
         record = RoundRecord(
             round=int(outcome.round),
             selected=tuple(self._name(int(m)) for m in outcome.selected),
-            submissions=tuple(submissions),
+            submissions=(),
             model=encode_parameters(model),
             model_digest=model_digest,
             train_metrics=_metrics(outcome.train_metrics),
@@ -368,6 +361,7 @@ class LedgerRecorder:
             anomalies=_anomalies(annotations.get("anomalies")),
             privacy=_privacy(annotations.get("privacy")),
             secure_contributors=secure_contributors,
+            updates=rows,
         )
         self._dispatch("round", record)
 

@@ -12,11 +12,19 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+from fedswarm.codec.tensors import digest as tensor_digest
+from fedswarm.codec.tensors import encode as encode_parameters
+from fedswarm.codec.tensors import encoded_size
+from fedswarm.core.parameters import Parameters, Schema
 from fedswarm.ledger.checkpoint import Checkpoint, TreeHead, cosign_many, quorum_size, sign_tree_head
 from fedswarm.ledger.entries import (
     AggregateCommitted,
@@ -31,13 +39,17 @@ from fedswarm.ledger.entries import (
     UpdateSubmitted,
 )
 from fedswarm.ledger.merkle import verify_consistency
+from fedswarm.ledger.models import ObjectStore
 from fedswarm.ledger.simkeys import SimulationKeys
 from fedswarm.ledger.store import Durability, LedgerStore
 from fedswarm.ledger.writer import LedgerWriter
 
-__all__ = ["COORDINATOR", "RecorderCore", "RoundRecord", "StartRecord", "Submission", "serve"]
+__all__ = ["COORDINATOR", "RecorderCore", "RoundRecord", "StartRecord", "Submission", "UpdateRows", "serve"]
 
 COORDINATOR = "coordinator"
+_PARALLEL_OBJECTS = 4
+"""A round with at least this many objects to store writes them on threads."""
+_OBJECT_THREADS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +80,40 @@ class Submission:
 
 
 @dataclass(frozen=True, slots=True)
+class UpdateRows:
+    """Accepted updates as one float64 matrix, encoded by the writer rather than by the training process.
+
+    Row ``i`` is the update of ``members[i]`` with aggregation weight ``examples[i]``; ``schema`` is the
+    model's schema with every dtype little-endian float64 (see
+    :func:`fedswarm.ledger.recorder.float64_schema`). With ``retain`` each update is stored as an object
+    (its canonical safetensors bytes), otherwise only its digest is recorded.
+    """
+
+    members: tuple[str, ...]
+    rows: npt.NDArray[np.float64]
+    examples: tuple[float, ...]
+    schema: Schema
+    retain: bool
+
+    def submissions(self) -> tuple[Submission, ...]:
+        """The rows as :class:`Submission` values (canonical bytes or digest, L2 norm, size)."""
+        size = encoded_size(self.schema)
+        out = []
+        for member, row, examples in zip(self.members, self.rows, self.examples, strict=True):
+            params = Parameters.unflatten(row, self.schema)
+            data = encode_parameters(params) if self.retain else None
+            digest = None if self.retain else tensor_digest(params)
+            out.append(Submission(member, data, digest, float(np.linalg.norm(row)), float(examples), size))
+        return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
 class RoundRecord:
     """A committed round as plain data.
 
     ``anomalies`` are ``(member, scores, reason)`` of the updates a detector flagged; ``privacy`` is the
-    cumulative ``(epsilon, delta, accountant)`` after the round.
+    cumulative ``(epsilon, delta, accountant)`` after the round. Accepted updates come as ``submissions``,
+    as ``updates`` (a matrix the writer encodes, recorded after ``submissions``), or both.
     """
 
     round: int
@@ -90,6 +131,7 @@ class RoundRecord:
     anomalies: tuple[tuple[str, Metrics, str], ...] = ()
     privacy: tuple[float, float, str] | None = None
     secure_contributors: tuple[str, ...] = ()
+    updates: UpdateRows | None = None
 
 
 class RecorderCore:
@@ -134,6 +176,7 @@ class RecorderCore:
         self._last_checkpoint: Checkpoint | None = None
         self._rounds = 0
         self._closed = False
+        self._pool: ThreadPoolExecutor | None = None  # made on first use, in the process that writes
 
     def start(self, record: StartRecord) -> None:
         """Create the ledger and write ``federation_created``."""
@@ -183,10 +226,14 @@ class RecorderCore:
             author=COORDINATOR,
             key=coordinator,
         )
+        submissions = record.submissions
+        if record.updates is not None:
+            submissions += record.updates.submissions()
+        stored = self._put_objects(store.objects, [s.data for s in submissions if s.data is not None] + [record.model])
         inputs: list[str] = []
-        for submission in record.submissions:
+        for submission in submissions:
             if submission.data is not None:
-                digest = store.objects.put_bytes(submission.data)
+                digest = stored[submission.data]
             elif submission.digest is not None:
                 digest = submission.digest
             else:
@@ -199,7 +246,7 @@ class RecorderCore:
                 key=keys.member(submission.member),
             )
             inputs.append(digest)
-        model = store.objects.put_bytes(record.model)
+        model = stored[record.model]
         if model != record.model_digest:
             raise ValueError(f"round {record.round}: model digest {record.model_digest} does not match its bytes")
         writer.add(
@@ -208,8 +255,8 @@ class RecorderCore:
                 strategy=self._strategy,
                 base_model=self._current_model,
                 inputs=tuple(inputs),
-                contributors=tuple(s.member for s in record.submissions) or record.secure_contributors,
-                weights=tuple(s.examples for s in record.submissions) or tuple(1.0 for _ in record.secure_contributors),
+                contributors=tuple(s.member for s in submissions) or record.secure_contributors,
+                weights=tuple(s.examples for s in submissions) or tuple(1.0 for _ in record.secure_contributors),
                 model=model,
                 metrics=record.train_metrics,
                 rejected=record.rejected,
@@ -243,6 +290,20 @@ class RecorderCore:
         if self._rounds % self._every == 0:
             self.checkpoint(record.time_ms)
 
+    def _put_objects(self, objects: ObjectStore, blobs: list[bytes]) -> dict[bytes, str]:
+        """Store the objects (all before any entry names them); their digests by content.
+
+        Each object is its own file (a temporary file renamed into place), so several are written at once
+        on a few threads: the file system calls release the interpreter lock, and the round's entries wait
+        for all of them either way.
+        """
+        unique = list(dict.fromkeys(blobs))
+        if len(unique) < _PARALLEL_OBJECTS:
+            return {blob: objects.put_bytes(blob) for blob in unique}
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=_OBJECT_THREADS, thread_name_prefix="fedswarm-ledger-objects")
+        return dict(zip(unique, self._pool.map(objects.put_bytes, unique), strict=True))
+
     def checkpoint(self, time_ms: int) -> Checkpoint | None:
         """Sign the current tree head and have a quorum of members cosign it; ``None`` if nothing is new."""
         writer, keys, store = self._require()
@@ -269,6 +330,9 @@ class RecorderCore:
         if self._closed:
             return
         self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         if self._store is not None:
             try:
                 if self._writer is not None and self._writer.pending:

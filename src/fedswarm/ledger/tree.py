@@ -26,7 +26,16 @@ from typing import Protocol, TypeAlias, TypedDict
 from fedswarm.core.errors import VerificationError
 from fedswarm.ledger.merkle import EMPTY_ROOT, HASH_SIZE
 
-__all__ = ["MemoryNodeStore", "MemoryNodeStoreState", "MerkleTree", "MerkleTreeState", "NodeKey", "NodeStore"]
+__all__ = [
+    "MemoryNodeStore",
+    "MemoryNodeStoreState",
+    "MerkleTree",
+    "MerkleTreeState",
+    "NodeKey",
+    "NodeStore",
+    "fold_cover",
+    "perfect_levels",
+]
 
 NodeKey: TypeAlias = tuple[int, int]
 """``(level, index)`` of a perfect subtree: level 0 are leaves, ``index`` counts from the left."""
@@ -341,6 +350,22 @@ class MerkleTree:
         outer_first.reverse()
         return self._range_hashes(outer_first)
 
+    def cover(self, size: int | None = None) -> list[bytes]:
+        """Hashes of the perfect subtrees covering the first ``size`` leaves (all when ``None``), largest first.
+
+        :func:`fold_cover` of them is :meth:`root` of ``size``; followed by the cover of a later range
+        they fold into the root of a larger tree.
+
+        Raises
+        ------
+        ValueError
+            If ``size`` is negative or larger than :attr:`size`.
+        """
+        n = self._resolve_size(size, "size")
+        if n == self._size:
+            return list(self._frontier)
+        return self._store.get_many(_cover(0, n))
+
     def state_dict(self) -> MerkleTreeState:
         """Size and root; the nodes themselves stay in :attr:`store`."""
         return {"size": self._size, "root": self.root()}
@@ -398,6 +423,30 @@ class MerkleTree:
             out.append(values[start] if end - start == 1 else _fold(values[start:end]))
             start = end
         return out
+
+
+def fold_cover(hashes: Sequence[bytes]) -> bytes:
+    """Root of the tree made of these perfect subtrees (largest first, adjacent, left to right).
+
+    :data:`~fedswarm.ledger.merkle.EMPTY_ROOT` for none.
+    """
+    return _fold(hashes) if hashes else EMPTY_ROOT
+
+
+def perfect_levels(leaf_hashes: Sequence[bytes]) -> list[list[bytes]]:
+    """Every perfect subtree over ``leaf_hashes``, level by level (``levels[0]`` are the leaves).
+
+    ``levels[j][i]`` is the hash of leaves ``[i * 2**j, (i + 1) * 2**j)``; an incomplete pair at the end of
+    a level has no parent. For leaves that start at a multiple of ``2**j`` in a larger tree, these are that
+    tree's nodes ``(j, start // 2**j + i)``.
+    """
+    levels = [list(leaf_hashes)]
+    level = levels[0]
+    while len(level) > 1:
+        pairs = iter(level)
+        level = [_sha256(_NODE_PREFIX + left + right).digest() for left, right in zip(pairs, pairs, strict=False)]
+        levels.append(level)
+    return levels
 
 
 def _cover(lo: int, hi: int) -> list[NodeKey]:

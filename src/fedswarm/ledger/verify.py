@@ -12,10 +12,14 @@
    is by a member registered at that size, and finality (quorum) is counted;
 5. every object in ``objects/`` hashes to its name, and every model the log names is present.
 
-Record parsing, leaf hashing and signature checks (the bulk of the work) run on ``workers`` processes
-over chunks of entries read directly from the database; the rules and the tree are replayed in order in
-the calling process. A failure raises :class:`LedgerVerificationError` naming the first bad entry (or
-node, checkpoint, object) and why.
+The log is cut into aligned chunks of ``2**k`` entries, each a perfect subtree of the log's tree, which
+``workers`` processes check shared-nothing (:mod:`fedswarm.ledger.verify_chunk`): reading the chunk's
+records and nodes straight from the database, parsing, checking signatures, hashing the leaves and every
+subtree inside the chunk and comparing them with the stored nodes. The calling process replays the rules
+in log order, builds the tree above the chunks from their roots (and the roots at checkpoint sizes from
+the covers the chunks return), and compares the few nodes up there. Problems are reported in the order
+of the list above, whatever order the chunks finish in. A failure raises
+:class:`LedgerVerificationError` naming the first bad entry (or node, checkpoint, object) and why.
 """
 
 from __future__ import annotations
@@ -30,19 +34,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedswarm.core.errors import FedswarmError, VerificationError
-from fedswarm.crypto.signing import SIGNATURE_SIZE, VerifyKey
 from fedswarm.ledger.checkpoint import Checkpoint, Cosignature, TreeHead, quorum_size, verify_cosignatures
-from fedswarm.ledger.entries import Entry, EntryError, UpdateSubmitted
-from fedswarm.ledger.merkle import HASH_SIZE, leaf_hash
+from fedswarm.ledger.entries import Entry
 from fedswarm.ledger.models import ObjectStore
 from fedswarm.ledger.state import LedgerState
 from fedswarm.ledger.store import DB_NAME, FORMAT, OBJECTS_DIR, SCHEMA, find_ledger
-from fedswarm.ledger.tree import MemoryNodeStore, MerkleTree
+from fedswarm.ledger.tree import MemoryNodeStore, MerkleTree, fold_cover
+from fedswarm.ledger.verify_chunk import ChunkResult, ChunkTask, check_chunk
 
 __all__ = ["CheckpointStatus", "LedgerVerificationError", "VerifyReport", "verify_ledger"]
 
-_PARALLEL_THRESHOLD = 20_000
-"""Below this many entries, verification runs in the calling process (starting workers costs more)."""
+_PARALLEL_THRESHOLD = 2_000
+"""Below this many signatures (entries, checkpoint signatures and cosignatures), verification runs in the
+calling process: starting workers would cost more than they save."""
+_MIN_LEVEL = 6
+"""Chunks are never smaller than ``2**_MIN_LEVEL`` entries, even when split for parallelism."""
 
 
 class LedgerVerificationError(VerificationError):
@@ -92,16 +98,11 @@ class VerifyReport:
 
 
 # --------------------------------------------------------------------------------------------------
-# worker side: parse, hash and check signatures of a chunk of entries
+# workers: aligned chunks checked by fedswarm.ledger.verify_chunk.check_chunk
 # --------------------------------------------------------------------------------------------------
-
-_Update = tuple[int, str, bytes, int, str]
-"""An ``update_submitted`` entry as ``(seq, author, key, round, update digest)``: cheaper to ship."""
-_ChunkResult = tuple[bytes, list[Entry | _Update], tuple[int, str] | None]
 
 _worker: dict[str, sqlite3.Connection] = {}
 """The database connection of a worker process (opened by :func:`_init_worker`, never inherited)."""
-_worker_keys: dict[bytes, VerifyKey] = {}
 
 
 def _connect(db: Path) -> sqlite3.Connection:
@@ -113,86 +114,20 @@ def _connect(db: Path) -> sqlite3.Connection:
 
 def _init_worker(db: str) -> None:
     _worker.clear()
-    _worker_keys.clear()
     _worker["conn"] = _connect(Path(db))
 
 
-def _check_chunk_in_worker(federation: str, start: int, stop: int) -> _ChunkResult:
-    return _check_chunk(_worker["conn"], _worker_keys, federation, start, stop)
+def _check_chunk_in_worker(task: ChunkTask) -> ChunkResult:
+    return check_chunk(_worker["conn"], task)
 
 
-def _check_chunk(
-    conn: sqlite3.Connection, keys: dict[bytes, VerifyKey], federation: str, start: int, stop: int
-) -> _ChunkResult:
-    """Parse and check entries ``start <= seq < stop``; stop at the first bad one."""
-    leaves: list[bytes] = []
-    entries: list[Entry | _Update] = []
-    expected = start
-    try:
-        rows = conn.execute(
-            "SELECT seq, record, kind, author, round FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq",
-            (start, stop),
-        ).fetchall()
-    except sqlite3.Error as exc:
-        return b"", [], (start, f"cannot read entries {start}..{stop - 1}: {exc}")
-    for seq, record, kind, author, round_ in rows:
-        if seq != expected:
-            return b"".join(leaves), entries, (expected, f"missing from the log (the next stored entry is {seq})")
-        expected += 1
-        if not isinstance(record, bytes) or len(record) <= SIGNATURE_SIZE:
-            return b"".join(leaves), entries, (seq, "the record is too short to hold an entry and a signature")
-        message, signature = record[:-SIGNATURE_SIZE], record[-SIGNATURE_SIZE:]
-        try:
-            entry = Entry.decode(message)
-        except EntryError as exc:
-            return b"".join(leaves), entries, (seq, f"the record does not parse: {exc}")
-        if entry.seq != seq:
-            return b"".join(leaves), entries, (seq, f"the record says it is entry {entry.seq}")
-        if entry.federation != federation:
-            return b"".join(leaves), entries, (seq, f"federation {entry.federation!r} is not {federation!r}")
-        if (entry.kind, entry.author, entry.round) != (kind, author, round_):
-            return (
-                b"".join(leaves),
-                entries,
-                (seq, f"index columns ({kind}, {author}, {round_}) do not match the record"),
-            )
-        verify_key = keys.get(entry.key)
-        if verify_key is None:
-            verify_key = keys[entry.key] = VerifyKey.from_raw(entry.key)
-        try:
-            verify_key.verify(message, signature)
-        except VerificationError as exc:
-            return b"".join(leaves), entries, (seq, f"bad signature: {exc}")
-        leaves.append(leaf_hash(record))
-        body = entry.body
-        if type(body) is UpdateSubmitted:
-            entries.append((seq, entry.author, entry.key, body.round, body.update))
-        else:
-            entries.append(entry)
-    if expected != stop:
-        return b"".join(leaves), entries, (expected, f"missing from the log (it ends at entry {expected - 1})")
-    return b"".join(leaves), entries, None
-
-
-# --------------------------------------------------------------------------------------------------
-# main side
-# --------------------------------------------------------------------------------------------------
-
-
-def _chunks(size: int, chunk: int) -> list[tuple[int, int]]:
-    return [(lo, min(size, lo + chunk)) for lo in range(0, size, chunk)]
-
-
-def _results(
-    db: Path, federation: str, size: int, *, workers: int, chunk: int
-) -> Iterator[tuple[int, int, _ChunkResult]]:
-    spans = _chunks(size, chunk)
+def _results(db: Path, tasks: list[ChunkTask], *, workers: int) -> Iterator[tuple[ChunkTask, ChunkResult]]:
+    """Chunk results in log order; with several workers, a few chunks ahead run in parallel."""
     if workers <= 1:
         conn = _connect(db)
-        keys: dict[bytes, VerifyKey] = {}
         try:
-            for lo, hi in spans:
-                yield lo, hi, _check_chunk(conn, keys, federation, lo, hi)
+            for task in tasks:
+                yield task, check_chunk(conn, task)
         finally:
             conn.close()
         return
@@ -202,14 +137,13 @@ def _results(
         max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(str(db),)
     ) as pool:
         window = workers * 2
-        futures = [pool.submit(_check_chunk_in_worker, federation, lo, hi) for lo, hi in spans[:window]]
-        for position, (lo, hi) in enumerate(spans):
+        futures = [pool.submit(_check_chunk_in_worker, task) for task in tasks[:window]]
+        for position, task in enumerate(tasks):
             result = futures[position].result()
-            if position + window < len(spans):
-                nlo, nhi = spans[position + window]
-                futures.append(pool.submit(_check_chunk_in_worker, federation, nlo, nhi))
-            yield lo, hi, result
-            if result[2] is not None:
+            if position + window < len(tasks):
+                futures.append(pool.submit(_check_chunk_in_worker, tasks[position + window]))
+            yield task, result
+            if result.error is not None:
                 for future in futures[position + 1 :]:
                     future.cancel()
                 return
@@ -283,52 +217,128 @@ def _read_checkpoints(conn: sqlite3.Connection) -> list[tuple[int, Checkpoint]]:
     return out
 
 
+def _checkpoint_signatures(checkpoint: Checkpoint) -> list[tuple[bytes, bytes, bytes]]:
+    """The signer's and every cosigner's ``(key, message, signature)``, for a chunk to check ahead."""
+    message = checkpoint.head.encode()
+    return [(checkpoint.key, message, checkpoint.signature)] + [
+        (c.key, message, c.signature) for c in checkpoint.cosignatures
+    ]
+
+
+def _checked_cosigners(checkpoint: Checkpoint, signer_key: bytes, registry: dict[str, bytes]) -> frozenset[str] | None:
+    """The cosigners, when every signature was verified ahead and every key is the registered one.
+
+    ``None`` when a key does not match (the caller then runs the full checks, which name the problem).
+    """
+    if bytes(signer_key) != checkpoint.key:
+        return None
+    names = set()
+    for cosignature in checkpoint.cosignatures:
+        if registry.get(cosignature.member) != cosignature.key:
+            return None
+        names.add(cosignature.member)
+    return frozenset(names)
+
+
 def _check_checkpoint(
-    checkpoint_id: int, checkpoint: Checkpoint, state: LedgerState, tree: MerkleTree, federation: str
+    checkpoint_id: int,
+    checkpoint: Checkpoint,
+    state: LedgerState,
+    root: bytes,
+    federation: str,
+    *,
+    presigned: bool = False,
 ) -> CheckpointStatus:
+    """Check a checkpoint against the replayed state; ``presigned``: its signatures were verified ahead."""
     head = checkpoint.head
     where = f"checkpoint #{checkpoint_id} (size {head.size})"
     if head.federation != federation:
         raise LedgerVerificationError(f"{where}: federation {head.federation!r} is not {federation!r}")
-    if tree.root(head.size) != head.root:
+    if root != head.root:
         raise LedgerVerificationError(f"{where}: its root {head.root.hex()} is not the log's root at that size")
     if checkpoint.signer != state.coordinator or not state.is_active(checkpoint.signer):
         raise LedgerVerificationError(f"{where}: signed by {checkpoint.signer}, not by the coordinator")
-    try:
-        checkpoint.verify_signature(signer_key=state.keys[checkpoint.signer])
-        cosigners = verify_cosignatures(checkpoint, state.members())
-    except VerificationError as exc:
-        raise LedgerVerificationError(f"{where}: {exc}") from None
+    registry = state.members()
+    cosigners = _checked_cosigners(checkpoint, state.keys[checkpoint.signer], registry) if presigned else None
+    if cosigners is None:  # some check failed (or was not done ahead): the full checks name the problem
+        try:
+            checkpoint.verify_signature(signer_key=state.keys[checkpoint.signer])
+            cosigners = verify_cosignatures(checkpoint, registry)
+        except VerificationError as exc:
+            raise LedgerVerificationError(f"{where}: {exc}") from None
     members = state.member_count()
     final = len(cosigners) >= quorum_size(members, quorum=state.quorum) if members else False
     return CheckpointStatus(head.size, head.root.hex(), head.time, checkpoint.signer, len(cosigners), members, final)
 
 
-def _compare_nodes(conn: sqlite3.Connection, store: MemoryNodeStore, db: Path) -> None:
-    levels = store.state_dict()["levels"]
-    expected_total = sum(len(level) for level in levels)
+def _node_count(size: int) -> int:
+    """Number of perfect subtrees (stored nodes) of a tree of ``size`` leaves."""
+    total = 0
+    while size:
+        total += size
+        size >>= 1
+    return total
+
+
+def _check_nodes(
+    conn: sqlite3.Connection, upper: MemoryNodeStore, level: int, size: int, findings: _NodeFindings, db: Path
+) -> None:
+    """Compare the nodes above the chunks with ``upper``, then settle what the chunks found.
+
+    ``upper`` holds the tree whose leaves are the chunk roots (node ``(j, i)`` there is node
+    ``(j + level, i)`` of the log's tree); the chunks compared every node up to ``level``. Problems are
+    reported as a scan of the node table in ``(level, index)`` order would meet them: a node whose hash
+    differs or that is not part of the tree, else a wrong number of nodes.
+    """
+    levels = upper.state_dict()["levels"]
+    problems: list[tuple[int, int, bool]] = [(lv, ix, False) for lv, ix in findings.differing]
+    missing = findings.missing
     try:
-        cursor = conn.execute("SELECT level, idx, hash FROM nodes ORDER BY level, idx")
-        seen = 0
-        while rows := cursor.fetchmany(65536):
-            for level, index, value in rows:
-                expected = (
-                    levels[level][index] if 0 <= level < len(levels) and 0 <= index < len(levels[level]) else None
-                )
-                if expected is None:
-                    raise LedgerVerificationError(f"Merkle node ({level}, {index}) is stored but not part of the tree")
-                if value != expected:
-                    lo, hi = index << level, ((index + 1) << level) - 1
-                    raise LedgerVerificationError(
-                        f"Merkle node ({level}, {index}) over entries {lo}..{hi} differs from the hash of those "
-                        "entries",
-                        entry=lo if level == 0 else None,
-                    )
-                seen += 1
+        counted = 0
+        for stored_level, index, value in conn.execute(
+            "SELECT level, idx, hash FROM nodes WHERE level > ? ORDER BY level, idx", (level,)
+        ):
+            upper_level = stored_level - level
+            counted += 1
+            if not (upper_level < len(levels) and 0 <= index < len(levels[upper_level])):
+                problems.append((stored_level, index, True))
+                break
+            if value != levels[upper_level][index]:
+                problems.append((stored_level, index, False))
+                break
+        expected_upper = sum(len(values) for values in levels[1:])
+        missing = missing or counted < expected_upper
+        (total,) = conn.execute("SELECT COUNT(*) FROM nodes").fetchone()
+        expected_total = _node_count(size)
+        if missing or total != expected_total:
+            stray = conn.execute(
+                "SELECT level, idx FROM nodes WHERE level < 0 OR idx < 0 OR idx >= (? >> level) "
+                "ORDER BY level, idx LIMIT 1",
+                (size,),
+            ).fetchone()
+            if stray is not None:
+                problems.append((int(stray[0]), int(stray[1]), True))
     except sqlite3.Error as exc:
         raise LedgerVerificationError(f"{db}: cannot read the Merkle nodes: {exc}") from None
-    if seen != expected_total:
-        raise LedgerVerificationError(f"the node table holds {seen} Merkle nodes, the tree has {expected_total}")
+    if problems:
+        node_level, index, stray_node = min(problems)
+        if stray_node:
+            raise LedgerVerificationError(f"Merkle node ({node_level}, {index}) is stored but not part of the tree")
+        lo, hi = index << node_level, ((index + 1) << node_level) - 1
+        raise LedgerVerificationError(
+            f"Merkle node ({node_level}, {index}) over entries {lo}..{hi} differs from the hash of those entries",
+            entry=lo if node_level == 0 else None,
+        )
+    if total != expected_total:
+        raise LedgerVerificationError(f"the node table holds {total} Merkle nodes, the tree has {expected_total}")
+
+
+@dataclass(slots=True)
+class _NodeFindings:
+    """Node problems the chunks reported, settled after the entries (as a scan of the table would be)."""
+
+    differing: list[tuple[int, int]] = field(default_factory=list)
+    missing: bool = False
 
 
 def _check_objects(objects: ObjectStore, state_models: dict[str, int], initial: str) -> int:
@@ -346,6 +356,30 @@ def _check_objects(objects: ObjectStore, state_models: dict[str, int], initial: 
     return count
 
 
+def _tasks(
+    federation: str, size: int, level: int, checkpoints: list[tuple[int, Checkpoint]]
+) -> tuple[list[ChunkTask], dict[int, range]]:
+    """Aligned chunks of ``2**level`` entries, each with the checkpoints that end inside it.
+
+    A chunk gets the sizes of those checkpoints (for their roots) and their signatures, to verify ahead;
+    the map gives each checkpoint's positions among its chunk's signatures.
+    """
+    width = 1 << level
+    tasks = []
+    positions: dict[int, range] = {}
+    for start in range(0, size, width):
+        stop = min(size, start + width)
+        inside = [(i, c) for i, c in checkpoints if start < c.head.size <= stop]
+        signatures: list[tuple[bytes, bytes, bytes]] = []
+        for checkpoint_id, checkpoint in inside:
+            items = _checkpoint_signatures(checkpoint)
+            positions[checkpoint_id] = range(len(signatures), len(signatures) + len(items))
+            signatures.extend(items)
+        sizes = tuple(sorted({c.head.size for _, c in inside}))
+        tasks.append(ChunkTask(federation, start, stop, level, sizes, tuple(signatures)))
+    return tasks, positions
+
+
 def verify_ledger(
     path: Path,
     *,
@@ -361,9 +395,10 @@ def verify_ledger(
     path
         Where the ledger is.
     workers
-        Processes for record checks; default: the CPUs available, or 1 for logs under 20,000 entries.
+        Processes for record checks; default: the CPUs available, or 1 for logs with fewer than 2,000
+        signatures (entries, checkpoint signatures and cosignatures).
     chunk
-        Entries per work unit.
+        Entries per work unit, rounded down to a power of two (units are aligned subtrees of the log).
     objects
         Also check the content-addressed objects.
     progress
@@ -381,34 +416,44 @@ def verify_ledger(
     try:
         _check_schema(conn, db)
         federation, count, size = _read_meta(conn, db)
-        if workers is None:
-            workers = 1 if size < _PARALLEL_THRESHOLD else max(1, len(os.sched_getaffinity(0)))
         checkpoints = _read_checkpoints(conn)
+        signatures = size + sum(1 + len(c.cosignatures) for _, c in checkpoints)
+        if workers is None:
+            workers = 1 if signatures < _PARALLEL_THRESHOLD else max(1, len(os.sched_getaffinity(0)))
         pending = sorted(checkpoints, key=lambda item: (item[1].head.size, item[0]))
         for checkpoint_id, checkpoint in pending:
             if checkpoint.head.size > size:
                 raise LedgerVerificationError(
                     f"checkpoint #{checkpoint_id} covers {checkpoint.head.size} entries, the log has {size}"
                 )
-        state = LedgerState()
-        node_store = MemoryNodeStore()
-        tree = MerkleTree(node_store)
-        kinds: dict[str, int] = {}
-        statuses: dict[int, CheckpointStatus] = {}
         for checkpoint_id, checkpoint in pending:
             if checkpoint.head.size == 0:
                 raise LedgerVerificationError(f"checkpoint #{checkpoint_id} is of the empty log")
+        level = max(1, chunk).bit_length() - 1  # chunks are aligned: 2**level entries each
+        while workers > 1 and level > _MIN_LEVEL and size < (4 * workers) << level:
+            level -= 1  # a small log with many checkpoints: enough chunks to keep every worker busy
+        tasks, positions = _tasks(federation, size, level, pending)
+        state = LedgerState()
+        upper = MemoryNodeStore()
+        tree = MerkleTree(upper)  # over the chunk roots: the log's tree above level ``level``
+        tail: list[bytes] = []  # the cover of a last, partial chunk
+        findings = _NodeFindings()
+        kinds: dict[str, int] = {}
+        statuses: dict[int, CheckpointStatus] = {}
         next_checkpoint = 0
-        for _lo, hi, (leaves, entries, error) in _results(db, federation, size, workers=workers, chunk=chunk):
-            tree.extend([leaves[offset : offset + HASH_SIZE] for offset in range(0, len(leaves), HASH_SIZE)])
-            for item in entries:
+        apply_update = state.apply_update
+        for task, result in _results(db, tasks, workers=workers):
+            counted = 0
+            for item in result.items:
                 if type(item) is tuple:
                     seq, author, key, round_, update = item
-                    kind = "update_submitted"
                     try:
-                        state.apply_update(seq, author, key, round_, update)
+                        apply_update(seq, author, key, round_, update)
                     except VerificationError as exc:
-                        raise LedgerVerificationError(f"entry {seq} ({kind} by {author}): {exc}", entry=seq) from None
+                        raise LedgerVerificationError(
+                            f"entry {seq} (update_submitted by {author}): {exc}", entry=seq
+                        ) from None
+                    counted += 1
                 else:
                     assert isinstance(item, Entry)
                     kind = item.kind
@@ -418,19 +463,33 @@ def verify_ledger(
                         raise LedgerVerificationError(
                             f"entry {item.seq} ({kind} by {item.author}): {exc}", entry=item.seq
                         ) from None
-                kinds[kind] = kinds.get(kind, 0) + 1
+                    kinds[kind] = kinds.get(kind, 0) + 1
                 while next_checkpoint < len(pending) and pending[next_checkpoint][1].head.size == state.size:
                     checkpoint_id, checkpoint = pending[next_checkpoint]
-                    statuses[checkpoint_id] = _check_checkpoint(checkpoint_id, checkpoint, state, tree, federation)
+                    root = fold_cover(tree.cover() + result.covers[state.size])
+                    presigned = result.bad_signatures.isdisjoint(positions[checkpoint_id])
+                    statuses[checkpoint_id] = _check_checkpoint(
+                        checkpoint_id, checkpoint, state, root, federation, presigned=presigned
+                    )
                     next_checkpoint += 1
-            if error is not None:
-                seq, reason = error
+            if counted:
+                kinds["update_submitted"] = kinds.get("update_submitted", 0) + counted
+            if result.error is not None:
+                seq, reason = result.error
                 raise LedgerVerificationError(f"entry {seq}: {reason}", entry=seq)
+            if result.node_error is not None:
+                findings.differing.append(result.node_error)
+            findings.missing = findings.missing or result.nodes_missing
+            if task.stop - task.start == 1 << level:
+                tree.append(result.top[0])
+            else:
+                tail = result.top
             if progress is not None:
-                progress(hi, size)
+                progress(task.stop, size)
         if count != size:
             raise LedgerVerificationError(f"the entries table holds {count} rows for sequence numbers 0..{size - 1}")
-        _compare_nodes(conn, node_store, db)
+        _check_nodes(conn, upper, level, size, findings, db)
+        log_root = fold_cover(tree.cover() + tail)
         object_count = 0
         if objects:
             try:
@@ -456,7 +515,7 @@ def verify_ledger(
         folder=folder,
         federation=federation,
         entries=size,
-        root=tree.root().hex(),
+        root=log_root.hex(),
         kinds=dict(sorted(kinds.items())),
         rounds=state.last_round,
         members=state.member_count(),
