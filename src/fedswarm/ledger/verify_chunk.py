@@ -207,11 +207,14 @@ def _compare_nodes(conn: sqlite3.Connection, task: ChunkTask, levels: list[list[
         except sqlite3.Error as exc:
             result.error = (task.start, f"cannot read the Merkle nodes of entries {task.start}..{task.stop - 1}: {exc}")
             return
-        if len(rows) == len(values) and [value for _, value in rows] == values:
+        keys = range(first, first + len(values))
+        if len(rows) == len(values) and [v for _, v in rows] == values and [i for i, _ in rows] == [*keys]:
             continue
-        for index, value in rows:
-            if value != values[index - first]:
-                result.node_error = (level, index)
+        previous = first - 1
+        for index, value in rows:  # keys strictly increasing inside the chunk, each hash as recomputed
+            if index <= previous or index >= first + len(values) or value != values[index - first]:
+                result.node_error = (level, index if previous < index < first + len(values) else previous + 1)
                 return
+            previous = index
         if len(rows) != len(values):
             result.nodes_missing = True
