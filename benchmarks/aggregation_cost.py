@@ -5,24 +5,34 @@ params)`` matrix, next to numpy's plain mean of the same matrix, and measures ea
 memory (numpy allocations seen by tracemalloc, in a separate call). Settings: ``f = (members - 3) // 4``
 (the largest Bulyan accepts) for Krum, Multi-Krum (``m = members - f``) and Bulyan, and Bulyan again with
 ``f = 1`` (its slowest case: most updates selected, widest average); ``beta = 0.1`` for the
-trimmed mean; integer weights for the weighted median; the clipping bound is the median update norm.
+trimmed mean; integer weights for the weighted median; the clipping bound is the median update norm;
+FLTrust also over the means of random pairs (``bucket_size = 2``, the bucketing included).
+
+The rules run their column chunks on a few threads with BLAS held to one thread (threadpoolctl, see
+``fedswarm.aggregation._threads``), so a multi-threaded BLAS does not oversubscribe the cores. The machines
+are shared: the JSON line records the load average before and after, and ``--burn N`` starts ``N``
+busy-looping processes for the duration of the measurement, to measure under a known extra load.
 
 Run from the repository root::
 
     .venv/bin/python benchmarks/aggregation_cost.py --members 100 --params 1000000
+    .venv/bin/python benchmarks/aggregation_cost.py --members 100 --params 1000000 --burn 2   # under load
 
 Prints exactly one JSON line on stdout (progress goes to stderr)::
 
     {"benchmark": "aggregation_cost", "members": 100, "params": 1000000, "repeats": 3, "f": 24,
      "baseline": "numpy_mean", "baseline_seconds": ..., "rules": {"median": {"seconds": ...,
-     "ratio_to_mean": ..., "peak_extra_mb": ...}, ...}, "slowest_excluding_bulyan": [name, seconds]}
+     "ratio_to_mean": ..., "peak_extra_mb": ...}, ...}, "slowest_excluding_bulyan": [name, seconds],
+     "threads": 2, "blas": [...], "burn": 0, "load_average": [before, after]}
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -31,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from fedswarm.aggregation._threads import thread_count
+from fedswarm.aggregation.bucketing import bucket_means
 from fedswarm.aggregation.bulyan import bulyan
 from fedswarm.aggregation.clipping import centered_clipping, clipped_mean
 from fedswarm.aggregation.fltrust import fltrust
@@ -38,6 +50,8 @@ from fedswarm.aggregation.geometric_median import geometric_median
 from fedswarm.aggregation.krum import krum, multi_krum
 from fedswarm.aggregation.median import median
 from fedswarm.aggregation.trimmed_mean import trimmed_mean
+
+_BURN = "while True: pass"
 
 
 def _rules(updates: np.ndarray, f: int, seed: int) -> dict[str, Callable[[], Any]]:
@@ -58,6 +72,9 @@ def _rules(updates: np.ndarray, f: int, seed: int) -> dict[str, Callable[[], Any
         "bulyan_f1": lambda: bulyan(updates, f=1),
         "geometric_median": lambda: geometric_median(updates),
         "fltrust": lambda: fltrust(updates, server_update=server),
+        "fltrust_bucketed": lambda: fltrust(
+            bucket_means(updates, bucket_size=2, seed=(seed,))[0], server_update=server
+        ),
         "clipped_mean": lambda: clipped_mean(updates, max_norm=bound),
         "centered_clipping": lambda: centered_clipping(updates, tau=bound / 2, center=center),
         "centered_clipping_3": lambda: centered_clipping(updates, tau=bound / 2, center=center, iterations=3),
@@ -93,9 +110,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rules", nargs="*", default=None, help="only these rules (default: all)")
     parser.add_argument("--no-memory", action="store_true", help="skip the tracemalloc pass")
+    parser.add_argument("--burn", type=int, default=0, help="busy-looping processes to run meanwhile (extra load)")
     args = parser.parse_args(argv)
-    if args.members < 3 or args.params < 1 or args.repeats < 1:
-        parser.error("needs --members >= 3, --params >= 1, --repeats >= 1")
+    if args.members < 3 or args.params < 1 or args.repeats < 1 or args.burn < 0:
+        parser.error("needs --members >= 3, --params >= 1, --repeats >= 1, --burn >= 0")
+    load_before = os.getloadavg()[0]
+    burners = [subprocess.Popen([sys.executable, "-c", _BURN]) for _ in range(args.burn)]
+    try:
+        return _measure(args, load_before)
+    finally:
+        for p in burners:
+            p.kill()
+            p.wait()
+
+
+def _blas() -> list[dict[str, Any]]:
+    try:
+        from threadpoolctl import threadpool_info  # type: ignore[import-untyped]
+    except ImportError:
+        return []
+    return [
+        {k: info.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+        for info in threadpool_info()
+        if info.get("user_api") == "blas"
+    ]
+
+
+def _measure(args: argparse.Namespace, load_before: float) -> int:
 
     n, d = args.members, args.params
     f = (n - 3) // 4
@@ -105,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rules:
         unknown = sorted(set(args.rules) - set(rules))
         if unknown:
-            parser.error(f"unknown rules {unknown}; known: {sorted(rules)}")
+            raise SystemExit(f"unknown rules {unknown}; known: {sorted(rules)}")
         rules = {name: rules[name] for name in args.rules}
 
     baseline = _seconds(lambda: np.mean(updates, axis=0), args.repeats)
@@ -136,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
                 "baseline_seconds": round(baseline, 4),
                 "rules": results,
                 "slowest_excluding_bulyan": list(slowest) if slowest else None,
+                "threads": thread_count(),
+                "blas": _blas(),
+                "burn": args.burn,
+                "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             }
         )
     )

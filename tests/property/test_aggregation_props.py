@@ -5,6 +5,8 @@
 * Median and trimmed mean stay inside the honest updates' coordinate range while the attackers stay
   under the rule's bound; the clipped mean's norm never exceeds ``max_norm``; Krum picks only honest
   updates when they are clustered and the ``f`` attackers are far away.
+* Bucketing partitions the updates and keeps their (weighted) mean: the bucket means weighted by the
+  bucket weights average to the mean of the updates.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from fedswarm.aggregation.bucketing import bucket_means, bucket_split
 from fedswarm.aggregation.bulyan import bulyan
 from fedswarm.aggregation.clipping import centered_clipping, clipped_mean
 from fedswarm.aggregation.fltrust import fltrust
@@ -279,3 +282,22 @@ def test_krum_selects_only_honest_updates_when_attackers_are_far(data: st.DataOb
     honest_positions = set(np.flatnonzero(order < honest_count).tolist())
     assert set(krum_select(shuffled, f=f, m=n - f).tolist()) == honest_positions
     assert any(np.array_equal(krum(shuffled, f=f), row) for row in honest)
+
+
+@SETTINGS
+@given(st.data())
+def test_bucketing_partitions_the_updates_and_keeps_their_mean(data: st.DataObject) -> None:
+    updates = data.draw(spread_updates(max_n=30))
+    n = len(updates)
+    size = data.draw(st.integers(1, n + 2))
+    seed = (data.draw(st.integers(0, 2**63 - 1)), data.draw(st.integers(0, 1000)))
+    weights = None
+    if data.draw(st.booleans()):
+        weights = np.asarray(data.draw(st.lists(st.integers(1, 1000), min_size=n, max_size=n)), dtype=np.float64)
+    buckets = bucket_split(n, bucket_size=size, seed=seed)
+    assert len(buckets) == -(-n // size) and max(len(b) for b in buckets) - min(len(b) for b in buckets) <= 1
+    assert sorted(i for b in buckets for i in b.tolist()) == list(range(n))
+    means, bucket_weights = bucket_means(updates, bucket_size=size, seed=seed, weights=weights)
+    w = np.ones(n) if weights is None else weights
+    assert math.isclose(float(bucket_weights.sum()), float(w.sum()), rel_tol=1e-12)
+    _close((bucket_weights @ means) / bucket_weights.sum(), (w @ updates) / w.sum(), updates)

@@ -1,9 +1,11 @@
 """Aggregation rules: pure functions over an (n, d) matrix of members' updates.
 
 The weighted mean is FedAvg's rule; the others are Byzantine-robust (each module names its paper and
-refuses settings outside its assumptions). FedOpt's server steps are in :mod:`fedswarm.aggregation.fedopt`.
+refuses settings outside its assumptions); bucketing averages random small groups of updates in front of
+any of them. FedOpt's server steps are in :mod:`fedswarm.aggregation.fedopt`.
 """
 
+from fedswarm.aggregation.bucketing import bucket_means, bucket_split
 from fedswarm.aggregation.bulyan import bulyan, bulyan_select
 from fedswarm.aggregation.clipping import centered_clipping, clipped_mean
 from fedswarm.aggregation.fedopt import fedopt_step
@@ -15,6 +17,8 @@ from fedswarm.aggregation.median import median
 from fedswarm.aggregation.trimmed_mean import trim_count, trimmed_mean
 
 __all__ = [
+    "bucket_means",
+    "bucket_split",
     "bulyan",
     "bulyan_select",
     "centered_clipping",

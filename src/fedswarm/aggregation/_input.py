@@ -14,22 +14,21 @@ Rejections name what is wrong:
 * no update at all, an empty update, or a bad keyword setting raises
   :class:`~fedswarm.core.errors.ConfigurationError` naming the rule, the setting and the bound.
 
-The kernels below are shared by several rules: row norms and distances that survive overflow, the
-pairwise squared distances through the Gram matrix, and a column-chunk loop that runs the per-coordinate
-work of the coordinate-wise rules on a few threads (numpy's sort releases the GIL).
+The kernels below are shared by several rules: row norms and distances to a point that survive overflow.
+Pairwise distances through the Gram matrix are in :mod:`fedswarm.aggregation._gram`, the column-chunk
+threads in :mod:`fedswarm.aggregation._threads`.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
+from fedswarm.aggregation._threads import map_column_chunks
 from fedswarm.core.errors import ConfigurationError, UpdateRejected
 
 __all__ = [
@@ -42,10 +41,8 @@ __all__ = [
     "as_vector",
     "as_weights",
     "distances_to",
-    "for_column_chunks",
-    "pairwise_sq_distances",
     "row_norms",
-    "shifted_gram",
+    "row_sq_norms",
 ]
 
 FloatMatrix: TypeAlias = npt.NDArray[np.float64]
@@ -53,9 +50,6 @@ FloatVector: TypeAlias = npt.NDArray[np.float64]
 Updates: TypeAlias = npt.NDArray[Any] | Sequence[npt.ArrayLike]
 
 _NUMERIC_KINDS = frozenset("fiu")
-_GRAM_CHUNK_BYTES = 1 << 24  # columns per Gram chunk: about 16 MB of shifted copy
-_SORT_CHUNK_BYTES = 1 << 22  # columns per per-coordinate chunk: about 4 MB, stays in cache
-_MAX_THREADS = 4
 
 
 def _reject(index: int, reason: str) -> UpdateRejected:
@@ -191,10 +185,25 @@ def as_positive(value: object, *, name: str, rule: str) -> float:
     return x
 
 
+def row_sq_norms(matrix: FloatMatrix) -> FloatVector:
+    """Squared Euclidean norm of every row (``inf`` on overflow), column chunks summed in column order."""
+    n, d = matrix.shape
+
+    def part(start: int, stop: int) -> FloatVector:
+        block = matrix[:, start:stop]
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.asarray(np.einsum("ij,ij->i", block, block), dtype=np.float64)
+
+    total = np.zeros(n, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for p in map_column_chunks(n, d, part):
+            total += p
+    return np.where(np.isnan(total), np.inf, total)
+
+
 def row_norms(matrix: FloatMatrix) -> FloatVector:
     """Euclidean norm of every row; rows whose squared norm overflows are recomputed with scaling."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        norms: FloatVector = np.sqrt(np.einsum("ij,ij->i", matrix, matrix))
+    norms: FloatVector = np.sqrt(row_sq_norms(matrix))
     for index in np.flatnonzero(~np.isfinite(norms)):
         norms[index] = _scaled_norm(matrix[index])
     return norms
@@ -203,13 +212,17 @@ def row_norms(matrix: FloatMatrix) -> FloatVector:
 def distances_to(matrix: FloatMatrix, point: FloatVector) -> FloatVector:
     """Exact Euclidean distance of every row to ``point``, computed chunk by chunk (no (n, d) copy)."""
     n, d = matrix.shape
+
+    def part(start: int, stop: int) -> FloatVector:
+        with np.errstate(over="ignore", invalid="ignore"):
+            diff = matrix[:, start:stop] - point[start:stop]
+            return np.asarray(np.einsum("ij,ij->i", diff, diff), dtype=np.float64)
+
     sq = np.zeros(n, dtype=np.float64)
-    width = _chunk_width(n, _SORT_CHUNK_BYTES)
     with np.errstate(over="ignore", invalid="ignore"):
-        for start in range(0, d, width):
-            diff = matrix[:, start : start + width] - point[start : start + width]
-            sq += np.einsum("ij,ij->i", diff, diff)
-    dist = np.sqrt(sq)
+        for p in map_column_chunks(n, d, part):  # summed in column order: independent of the threads
+            sq += p
+        dist = np.sqrt(sq)
     for index in np.flatnonzero(~np.isfinite(dist)):
         with np.errstate(over="ignore"):
             dist[index] = _scaled_norm(matrix[index] - point)
@@ -223,75 +236,3 @@ def _scaled_norm(row: FloatVector) -> float:
     scaled = row / scale
     with np.errstate(over="ignore"):
         return scale * math.sqrt(float(np.dot(scaled, scaled)))
-
-
-def shifted_gram(matrix: FloatMatrix, *, candidates: npt.NDArray[np.bool_] | None = None) -> FloatMatrix:
-    """Gram matrix of the rows shifted by a reference row: ``G[i, j] = (x_i - x_r) . (x_j - x_r)``.
-
-    Shifting leaves every difference ``x_i - x_j`` unchanged but removes the common offset, which keeps
-    the round-off of ``|x_i|^2 + |x_j|^2 - 2 x_i . x_j`` small when updates share a large component, and
-    makes equal updates exactly 0 apart. The reference ``r`` is the row of smallest norm (lowest index on
-    ties) among ``candidates`` (all rows by default), so a far-away update is never the reference.
-    Entries that overflow float64 come out as ``inf`` or ``nan``.
-    """
-    n, d = matrix.shape
-    with np.errstate(over="ignore", invalid="ignore"):
-        sq = np.einsum("ij,ij->i", matrix, matrix)
-    sq = np.where(np.isnan(sq), np.inf, sq)
-    if candidates is not None:
-        sq = np.where(candidates, sq, np.inf)
-    reference = matrix[int(np.argmin(sq))]
-    gram = np.zeros((n, n), dtype=np.float64)
-    width = _chunk_width(n, _GRAM_CHUNK_BYTES)
-    with np.errstate(over="ignore", invalid="ignore"):
-        for start in range(0, d, width):
-            block = matrix[:, start : start + width] - reference[start : start + width]
-            gram += block @ block.T
-    return gram
-
-
-def pairwise_sq_distances(matrix: FloatMatrix) -> FloatMatrix:
-    """Squared Euclidean distances between all rows, ``(n, n)``, symmetric with a zero diagonal.
-
-    Computed as ``G_ii + G_jj - 2 G_ij`` from :func:`shifted_gram` in float64. Negative round-off is
-    clamped to 0; distances that overflow float64 are ``inf``.
-    """
-    gram = shifted_gram(matrix)
-    diag = np.diag(gram)
-    with np.errstate(over="ignore", invalid="ignore"):
-        dist = diag[:, None] + diag[None, :] - 2.0 * gram
-    dist = np.where(np.isnan(dist), np.inf, np.maximum(dist, 0.0))
-    dist = np.triu(dist, 1)
-    dist = dist + dist.T
-    return np.asarray(dist, dtype=np.float64)
-
-
-def _chunk_width(rows: int, budget_bytes: int) -> int:
-    return max(256, budget_bytes // (8 * max(rows, 1)))
-
-
-def _thread_count() -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(_MAX_THREADS, cores))
-
-
-def for_column_chunks(rows: int, d: int, work: Callable[[int, int], None]) -> None:
-    """Call ``work(start, stop)`` on consecutive column ranges covering ``[0, d)``.
-
-    Chunks are sized so that ``rows`` x width float64 values stay near 4 MB. Several chunks run on a small
-    thread pool; ``work`` must only write its own columns of the output. Results do not depend on the
-    number of threads.
-    """
-    width = _chunk_width(rows, _SORT_CHUNK_BYTES)
-    starts = range(0, d, width)
-    threads = min(_thread_count(), len(starts))
-    if threads <= 1:
-        for start in starts:
-            work(start, min(start + width, d))
-        return
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for _ in pool.map(lambda start: work(start, min(start + width, d)), starts):
-            pass

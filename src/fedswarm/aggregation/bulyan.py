@@ -27,15 +27,15 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from fedswarm.aggregation._gram import pairwise_sq_distances
 from fedswarm.aggregation._input import (
     FloatMatrix,
     FloatVector,
     Updates,
     as_count,
     as_matrix,
-    for_column_chunks,
-    pairwise_sq_distances,
 )
+from fedswarm.aggregation._threads import for_column_chunks
 from fedswarm.aggregation.krum import neighbour_scores
 from fedswarm.core.errors import ConfigurationError
 
@@ -123,6 +123,7 @@ def _around_median(
     with np.errstate(over="ignore"):
         right = values[:, beta:] - middle[:, None]
         left = middle[:, None] - values[:, : 2 * f]
-    first = np.count_nonzero(right < left, axis=1)
-    window = np.take_along_axis(values, first[:, None] + np.arange(beta), axis=1)
-    out[start:stop] = window.sum(axis=1) / beta
+    first = np.count_nonzero(right < left, axis=1)[:, None]
+    position = np.arange(theta)
+    window = (position >= first) & (position < first + beta)
+    out[start:stop] = np.where(window, values, 0.0).sum(axis=1) / beta

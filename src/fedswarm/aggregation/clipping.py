@@ -10,7 +10,9 @@
 
       v <- v + (1/n) sum_i (x_i - v) * min(1, tau / |x_i - v|),
 
-  so that an update far from the center moves ``v`` by at most ``tau / n``.
+  so that an update far from the center moves ``v`` by at most ``tau / n``. Each step is one pass over
+  the updates that also computes the distances to the new center for the next step (``iterations + 1``
+  passes in all, on a few threads).
 
 Assumptions: ``max_norm > 0``, ``tau > 0``, ``iterations >= 1``, a finite center of the updates' length.
 """
@@ -32,10 +34,9 @@ from fedswarm.aggregation._input import (
     distances_to,
     row_norms,
 )
+from fedswarm.aggregation._threads import map_column_chunks
 
 __all__ = ["centered_clipping", "clipped_mean"]
-
-_COLUMNS_PER_STEP = 1 << 16
 
 
 def clipped_mean(updates: Updates, *, max_norm: float, weights: npt.ArrayLike | None = None) -> FloatVector:
@@ -111,20 +112,46 @@ def centered_clipping(updates: Updates, *, tau: float, center: npt.ArrayLike, it
     radius = as_positive(tau, name="tau", rule="centered_clipping")
     steps = as_count(iterations, name="iterations", rule="centered_clipping", minimum=1)
     v = as_vector(center, d, name="center", rule="centered_clipping")
-    for _ in range(steps):
-        dist = distances_to(matrix, v)
+    dist = distances_to(matrix, v)
+    for step in range(steps):
         with np.errstate(divide="ignore"):
-            scale = np.minimum(1.0, radius / dist)
-        v = v + _offset_sum(matrix, v, scale / n)
+            coefficients = np.minimum(1.0, radius / dist) / n
+        v, dist = _step(matrix, v, coefficients, distances=step < steps - 1)
     return v
 
 
-def _offset_sum(matrix: FloatMatrix, v: FloatVector, coefficients: FloatVector) -> FloatVector:
-    """``sum_i coefficients_i * (x_i - v)`` chunk by chunk, without forming ``x_i - v`` in full."""
-    d = matrix.shape[1]
+def _step(
+    matrix: FloatMatrix, v: FloatVector, coefficients: FloatVector, *, distances: bool
+) -> tuple[FloatVector, FloatVector]:
+    """One clipping step ``v + sum_i coefficients_i (x_i - v)``, and the distances to the new center.
+
+    One pass over the updates, column chunk by column chunk (on a few threads): each chunk's offsets, its
+    part of the new center, and (if ``distances``) its part of the squared distances to the new center,
+    which the next step needs. Distances that overflow are recomputed with scaling.
+    """
+    n, d = matrix.shape
     out = np.empty(d, dtype=np.float64)
+
+    def part(start: int, stop: int) -> FloatVector | None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            diff = matrix[:, start:stop] - v[start:stop]
+            diff *= coefficients[:, None]
+            # A sum over the rows rather than a BLAS product: the same rounding on any number of threads.
+            out[start:stop] = v[start:stop] + diff.sum(axis=0)
+            if not distances:
+                return None
+            np.subtract(matrix[:, start:stop], out[start:stop], out=diff)
+            return np.asarray(np.einsum("ij,ij->i", diff, diff), dtype=np.float64)
+
+    parts = map_column_chunks(n, d, part)
+    if not distances:
+        return out, np.zeros(0)
+    sq = np.zeros(n, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
-        for start in range(0, d, _COLUMNS_PER_STEP):
-            stop = start + _COLUMNS_PER_STEP
-            out[start:stop] = coefficients @ (matrix[:, start:stop] - v[start:stop])
-    return out
+        for p in parts:
+            assert p is not None
+            sq += p
+        dist = np.sqrt(sq)
+    if not np.isfinite(dist).all():
+        dist = distances_to(matrix, out)
+    return out, dist

@@ -26,6 +26,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from fedswarm.aggregation._gram import shifted_gram
 from fedswarm.aggregation._input import (
     FloatMatrix,
     FloatVector,
@@ -34,7 +35,6 @@ from fedswarm.aggregation._input import (
     as_matrix,
     as_positive,
     as_weights,
-    shifted_gram,
 )
 from fedswarm.core.errors import ConfigurationError
 

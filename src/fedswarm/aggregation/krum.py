@@ -10,7 +10,7 @@ at least ``f + 1`` distances); Multi-Krum needs ``1 <= m <= n - f``. Settings ou
 refused.
 
 Ties: updates are ranked by score, then by index; among equal scores the lowest index wins. Squared
-distances come from the Gram matrix in float64 (see :func:`~fedswarm.aggregation._input.shifted_gram`):
+distances come from the Gram matrix in float64 (see :mod:`~fedswarm.aggregation._gram`):
 equal updates are exactly 0 apart, but mathematically equal scores of distinct updates may differ by
 round-off on large inputs. A squared distance that overflows float64 counts as infinite. Because ties
 go by position, the choice between distinct updates with exactly equal scores depends on their order;
@@ -22,13 +22,13 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from fedswarm.aggregation._gram import pairwise_sq_distances
 from fedswarm.aggregation._input import (
     FloatMatrix,
     FloatVector,
     Updates,
     as_count,
     as_matrix,
-    pairwise_sq_distances,
 )
 from fedswarm.core.errors import ConfigurationError
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from fedswarm.aggregation._input import FloatMatrix, FloatVector, Updates, as_matrix, as_weights, for_column_chunks
+from fedswarm.aggregation._input import FloatMatrix, FloatVector, Updates, as_matrix, as_weights
+from fedswarm.aggregation._threads import for_column_chunks
 
 __all__ = ["median"]
 
@@ -76,11 +77,43 @@ def _plain(matrix: FloatMatrix, out: FloatVector, start: int, stop: int) -> None
 
 
 def _weighted(matrix: FloatMatrix, w: FloatVector, out: FloatVector, start: int, stop: int) -> None:
+    n = matrix.shape[0]
     block = np.ascontiguousarray(matrix[:, start:stop].T)
-    order = np.argsort(block, axis=1)
-    cumulative = np.cumsum(w[order], axis=1)
-    half = 0.5 * cumulative[:, -1:]  # 2 W_k >= W  <=>  W_k >= W / 2, halving is exact
-    lo = np.count_nonzero(cumulative < half, axis=1)
-    hi = np.count_nonzero(cumulative <= half, axis=1)
+    order = _sorted_members(block)
+    # Cumulative weights in sorted order, one row per sorted position: adding row after row is the same
+    # sequence of additions as a cumulative sum along each coordinate, and faster.
+    cumulative = w[order.T]
+    for k in range(1, n):
+        cumulative[k] += cumulative[k - 1]
+    half = 0.5 * cumulative[-1]  # 2 W_k >= W  <=>  W_k >= W / 2, halving is exact
+    lo = np.count_nonzero(cumulative < half, axis=0)
+    hi = np.count_nonzero(cumulative <= half, axis=0)
     rows = np.arange(block.shape[0])
     out[start:stop] = 0.5 * block[rows, order[rows, lo]] + 0.5 * block[rows, order[rows, hi]]
+
+
+def _sorted_members(block: FloatMatrix) -> npt.NDArray[np.intp]:
+    """Per row of ``block``, the column indices in increasing order of value (an argsort along rows).
+
+    An argsort costs about three sorts, so the rows are sorted once with the column index written into
+    the ``b`` lowest mantissa bits of each value (``2^b >= n``): the sorted values then carry their
+    index. This moves a value by less than ``2^b`` units in the last place and keeps it finite, so
+    values further apart keep their order; values closer than that may come out in the wrong order.
+    Rows where two neighbours agree above the index bits but differ in value are argsorted instead, so
+    the order is always exact (equal values may come in any order, which changes no median).
+    """
+    n = block.shape[1]
+    bits = max(1, (n - 1).bit_length())
+    mask = (1 << bits) - 1
+    keys = block.view(np.int64) & ~mask
+    keys |= np.arange(n, dtype=np.int64)
+    keys.view(np.float64).sort(axis=1)
+    order = np.asarray(keys & mask, dtype=np.intp)
+    keys &= ~mask
+    same = keys[:, 1:] == keys[:, :-1]
+    if same.any():
+        values = np.take_along_axis(block, order, axis=1)
+        unsure = (same & (values[:, 1:] != values[:, :-1])).any(axis=1)
+        if unsure.any():
+            order[unsure] = np.argsort(block[unsure], axis=1)
+    return order

@@ -16,7 +16,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from fedswarm.aggregation._input import FloatMatrix, FloatVector, Updates, as_matrix, for_column_chunks
+from fedswarm.aggregation._input import FloatMatrix, FloatVector, Updates, as_matrix
+from fedswarm.aggregation._threads import for_column_chunks
 from fedswarm.core.errors import ConfigurationError
 
 __all__ = ["trim_count", "trimmed_mean"]

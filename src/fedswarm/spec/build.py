@@ -18,7 +18,7 @@ from fedswarm.data.datasets import ArrayDataset, load_dataset
 from fedswarm.data.federated import FederatedData, build_federated_data
 from fedswarm.data.loaders import load_table
 from fedswarm.rounds.stages import ClientStage, ClipNorm
-from fedswarm.spec.rules import RULES
+from fedswarm.spec.rules import RULES, build_registered_rule
 from fedswarm.spec.schema import FedAvgSpec, FedOptSpec, FedProxSpec, Spec
 from fedswarm.strategy.base import AggregationRule, LocalTraining, Sampling, Strategy
 from fedswarm.strategy.fedavg import FedAvg
@@ -133,10 +133,7 @@ def build_task(spec: Spec, info: DataInfo) -> Task:
 
 def build_rule(spec: Spec) -> AggregationRule:
     rule = spec.strategy.rule
-    factory = RULES.get(rule.name)
-    if factory is None:
-        raise SpecError("strategy.rule.name", f"unknown aggregation rule {rule.name!r}; choose one of {sorted(RULES)}")
-    return factory(rule.options)
+    return build_registered_rule(rule.name, rule.options, seed=spec.federation.seed)
 
 
 def build_strategy(spec: Spec) -> Strategy:

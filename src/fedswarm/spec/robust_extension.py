@@ -129,6 +129,7 @@ def build_robustness_extension(spec: Spec, info: DataInfo, members: int) -> RunE
             robust.groupwise.options,
             name_key="robustness.groupwise.rule",
             where="robustness.groupwise.options",
+            seed=spec.federation.seed,
         )
         groups = min(robust.groupwise.groups, cohort)
         _check_cohort(group_rule, groups, what=f"{groups} groups", where="robustness.groupwise.options")

@@ -19,8 +19,12 @@ options = { f = 2 }
 | ``clipped_mean`` | ``max_norm`` (required), ``weighted`` (true) |
 | ``centered_clipping`` | ``tau`` (required), ``iterations`` (1) |
 
+Every rule but ``mean`` also takes ``bucket_size`` (1): average random buckets of that many updates and
+aggregate the bucket means (Karimireddy, He, Jaggi 2022; see :mod:`fedswarm.aggregation.bucketing`).
+
 Bounds that depend on the number of updates per round (``n >= 2f + 3`` for Krum, ``n >= 4f + 3`` for
-Bulyan) are checked against the sampled cohort when the run is built, and again by the rule each round.
+Bulyan; with bucketing, on the number of buckets ``ceil(n / bucket_size)``) are checked against the
+sampled cohort when the run is built, and again by the rule each round.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from fedswarm.rounds.robust.rules import (
 )
 from fedswarm.strategy.base import AggregationRule, MeanRule
 
-__all__ = ["RULES", "RuleFactory", "build_named_rule", "min_updates"]
+__all__ = ["RULES", "RuleFactory", "build_named_rule", "build_registered_rule", "min_updates"]
 
 RuleFactory = Callable[[Mapping[str, Scalar]], AggregationRule]
 
@@ -53,12 +57,14 @@ _WHERE = "strategy.rule.options"
 class _Options:
     """Typed access to a rule's options; every error names ``{where}.{key}``."""
 
-    def __init__(self, rule: str, options: Mapping[str, Scalar], allowed: tuple[str, ...], where: str) -> None:
+    def __init__(
+        self, rule: str, options: Mapping[str, Scalar], allowed: tuple[str, ...], where: str, *, seed: int
+    ) -> None:
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             known = ", ".join(allowed) if allowed else "none"
             raise SpecError(f"{where}.{unknown[0]}", f"unknown option for rule {rule!r} (known: {known})")
-        self.rule, self.options, self.where = rule, options, where
+        self.rule, self.options, self.where, self.seed = rule, options, where, seed
 
     def _fail(self, key: str, message: str) -> SpecError:
         return SpecError(f"{self.where}.{key}", f"{message} (rule {self.rule!r})")
@@ -97,31 +103,37 @@ class _Options:
             raise self._fail(key, f"must be > 0, got {x:g}")
         return x
 
+    def bucket_size(self) -> int:
+        """The bucketing option every robust rule takes (1: no bucketing)."""
+        return self.integer("bucket_size", minimum=1, default=1)
+
 
 def _mean(o: _Options) -> AggregationRule:
     return MeanRule(weighted=o.boolean("weighted", True))
 
 
 def _median(o: _Options) -> AggregationRule:
-    return MedianRule(weighted=o.boolean("weighted", False))
+    return MedianRule(weighted=o.boolean("weighted", False), bucket_size=o.bucket_size(), bucket_seed=o.seed)
 
 
 def _trimmed_mean(o: _Options) -> AggregationRule:
-    return TrimmedMeanRule(beta=o.real("beta", default=0.1, low=0.0, high=0.5))
+    return TrimmedMeanRule(
+        beta=o.real("beta", default=0.1, low=0.0, high=0.5), bucket_size=o.bucket_size(), bucket_seed=o.seed
+    )
 
 
 def _krum(o: _Options) -> AggregationRule:
-    return KrumRule(f=o.integer("f", minimum=0))
+    return KrumRule(f=o.integer("f", minimum=0), bucket_size=o.bucket_size(), bucket_seed=o.seed)
 
 
 def _multi_krum(o: _Options) -> AggregationRule:
     f = o.integer("f", minimum=0)
     m = o.integer("m", minimum=1) if "m" in o.options else None
-    return MultiKrumRule(f=f, m=m)
+    return MultiKrumRule(f=f, m=m, bucket_size=o.bucket_size(), bucket_seed=o.seed)
 
 
 def _bulyan(o: _Options) -> AggregationRule:
-    return BulyanRule(f=o.integer("f", minimum=0))
+    return BulyanRule(f=o.integer("f", minimum=0), bucket_size=o.bucket_size(), bucket_seed=o.seed)
 
 
 def _geometric_median(o: _Options) -> AggregationRule:
@@ -130,32 +142,47 @@ def _geometric_median(o: _Options) -> AggregationRule:
         max_iter=o.integer("max_iter", minimum=1, default=100),
         eps=o.positive("eps", default=1e-8),
         weighted=o.boolean("weighted", False),
+        bucket_size=o.bucket_size(),
+        bucket_seed=o.seed,
     )
 
 
 def _fltrust(o: _Options) -> AggregationRule:
-    return FLTrustRule(root_size=o.integer("root_size", minimum=1, default=100))
+    return FLTrustRule(
+        root_size=o.integer("root_size", minimum=1, default=100), bucket_size=o.bucket_size(), bucket_seed=o.seed
+    )
 
 
 def _clipped_mean(o: _Options) -> AggregationRule:
-    return ClippedMeanRule(max_norm=o.positive("max_norm"), weighted=o.boolean("weighted", True))
+    return ClippedMeanRule(
+        max_norm=o.positive("max_norm"),
+        weighted=o.boolean("weighted", True),
+        bucket_size=o.bucket_size(),
+        bucket_seed=o.seed,
+    )
 
 
 def _centered_clipping(o: _Options) -> AggregationRule:
-    return CenteredClippingRule(tau=o.positive("tau"), iterations=o.integer("iterations", minimum=1, default=1))
+    return CenteredClippingRule(
+        tau=o.positive("tau"),
+        iterations=o.integer("iterations", minimum=1, default=1),
+        bucket_size=o.bucket_size(),
+        bucket_seed=o.seed,
+    )
 
 
+_B = "bucket_size"
 _BUILDERS: dict[str, tuple[tuple[str, ...], Callable[[_Options], AggregationRule]]] = {
     "mean": (("weighted",), _mean),
-    "median": (("weighted",), _median),
-    "trimmed_mean": (("beta",), _trimmed_mean),
-    "krum": (("f",), _krum),
-    "multi_krum": (("f", "m"), _multi_krum),
-    "bulyan": (("f",), _bulyan),
-    "geometric_median": (("tol", "max_iter", "eps", "weighted"), _geometric_median),
-    "fltrust": (("root_size",), _fltrust),
-    "clipped_mean": (("max_norm", "weighted"), _clipped_mean),
-    "centered_clipping": (("tau", "iterations"), _centered_clipping),
+    "median": (("weighted", _B), _median),
+    "trimmed_mean": (("beta", _B), _trimmed_mean),
+    "krum": (("f", _B), _krum),
+    "multi_krum": (("f", "m", _B), _multi_krum),
+    "bulyan": (("f", _B), _bulyan),
+    "geometric_median": (("tol", "max_iter", "eps", "weighted", _B), _geometric_median),
+    "fltrust": (("root_size", _B), _fltrust),
+    "clipped_mean": (("max_norm", "weighted", _B), _clipped_mean),
+    "centered_clipping": (("tau", "iterations", _B), _centered_clipping),
 }
 
 
@@ -165,8 +192,12 @@ def build_named_rule(
     *,
     name_key: str = "strategy.rule.name",
     where: str = _WHERE,
+    seed: int = 0,
 ) -> AggregationRule:
     """Build rule ``name`` from ``options``; errors name ``name_key`` or ``{where}.{option}``.
+
+    ``seed`` seeds the rule's bucketing (with the aggregation's count: round ``k`` of a run draws its
+    buckets from ``(seed, k)``); pass the run seed.
 
     Raises
     ------
@@ -177,16 +208,21 @@ def build_named_rule(
     if entry is None:
         raise SpecError(name_key, f"unknown aggregation rule {name!r}; choose one of {sorted(_BUILDERS)}")
     allowed, build = entry
-    return build(_Options(name, options, allowed, where))
+    return build(_Options(name, options, allowed, where, seed=seed))
 
 
 def min_updates(rule: AggregationRule) -> tuple[int, str] | None:
-    """The fewest updates per round ``rule`` accepts, with the option that sets it, or None if any number."""
+    """The fewest updates per round ``rule`` accepts, with the option that sets it, or None if any number.
+
+    With bucketing the bound holds for the ``ceil(n / s)`` buckets, so ``n`` must reach ``s (need - 1) + 1``.
+    """
     if isinstance(rule, KrumRule | MultiKrumRule):
-        return 2 * rule.f + 3, "f"
-    if isinstance(rule, BulyanRule):
-        return 4 * rule.f + 3, "f"
-    return None
+        need = 2 * rule.f + 3
+    elif isinstance(rule, BulyanRule):
+        need = 4 * rule.f + 3
+    else:
+        return None
+    return rule.bucket_size * (need - 1) + 1, "f"
 
 
 def _registered(name: str) -> RuleFactory:
@@ -199,3 +235,23 @@ def _registered(name: str) -> RuleFactory:
 
 RULES: dict[str, RuleFactory] = {name: _registered(name) for name in _BUILDERS}
 """Rule name -> factory(options); the spec builder calls it with ``[strategy.rule].options``."""
+
+
+_BUILTIN_FACTORIES: dict[str, RuleFactory] = dict(RULES)
+
+
+def build_registered_rule(name: str, options: Mapping[str, Scalar], *, seed: int) -> AggregationRule:
+    """Build rule ``name`` from the registry :data:`RULES`; a built-in rule gets ``seed`` for its bucketing
+    (a user-registered factory takes only its options).
+
+    Raises
+    ------
+    SpecError
+        Unknown rule, or options the rule refuses.
+    """
+    factory = RULES.get(name)
+    if factory is None:
+        raise SpecError("strategy.rule.name", f"unknown aggregation rule {name!r}; choose one of {sorted(RULES)}")
+    if factory is _BUILTIN_FACTORIES.get(name):
+        return build_named_rule(name, options, seed=seed)
+    return factory(options)

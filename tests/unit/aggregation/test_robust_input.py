@@ -1,4 +1,4 @@
-"""Input normalization and shared kernels of the robust rules (fedswarm.aggregation._input)."""
+"""Input normalization and shared kernels of the robust rules (fedswarm.aggregation._input, _gram, _threads)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedswarm.aggregation import _input
+from fedswarm.aggregation import _gram, _input, _threads
 from fedswarm.aggregation.bulyan import bulyan
 from fedswarm.aggregation.clipping import centered_clipping, clipped_mean
 from fedswarm.aggregation.fltrust import fltrust
@@ -169,7 +169,7 @@ def test_distances_to_a_point_match_a_direct_computation_and_survive_overflow() 
 def test_pairwise_squared_distances_match_direct_computation() -> None:
     matrix = _updates(9, 13, seed=3)
     expected = np.array([[np.sum((a - b) ** 2) for b in matrix] for a in matrix])
-    got = _input.pairwise_sq_distances(matrix)
+    got = _gram.pairwise_sq_distances(matrix)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(got, got.T)
     np.testing.assert_array_equal(np.diag(got), 0.0)
@@ -182,18 +182,18 @@ def test_pairwise_distances_keep_precision_under_a_large_common_offset() -> None
     noise = rng.standard_normal((6, 50)) * 1e-3
     matrix = 1e8 + noise
     expected = np.array([[np.sum((a - b) ** 2) for b in matrix] for a in matrix])
-    np.testing.assert_allclose(_input.pairwise_sq_distances(matrix), expected, rtol=1e-4)
+    np.testing.assert_allclose(_gram.pairwise_sq_distances(matrix), expected, rtol=1e-4)
 
 
 def test_equal_updates_are_exactly_zero_apart() -> None:
     row = np.random.default_rng(5).standard_normal(1000) * 1e6
-    got = _input.pairwise_sq_distances(np.tile(row, (5, 1)))
+    got = _gram.pairwise_sq_distances(np.tile(row, (5, 1)))
     np.testing.assert_array_equal(got, np.zeros((5, 5)))
 
 
 def test_overflowing_distances_are_infinite_not_nan() -> None:
     matrix = np.array([[0.0, 0.0], [1.0, 0.0], [1e200, -1e200]])
-    got = _input.pairwise_sq_distances(matrix)
+    got = _gram.pairwise_sq_distances(matrix)
     assert got[0, 1] == 1.0
     assert got[0, 2] == math.inf and got[2, 1] == math.inf
     assert not np.isnan(got).any()
@@ -201,15 +201,15 @@ def test_overflowing_distances_are_infinite_not_nan() -> None:
 
 def test_shifted_gram_uses_the_smallest_norm_candidate_as_reference() -> None:
     matrix = np.array([[10.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
-    np.testing.assert_array_equal(np.diag(_input.shifted_gram(matrix)), [82.0, 0.0, 2.0])
+    np.testing.assert_array_equal(np.diag(_gram.shifted_gram(matrix)), [82.0, 0.0, 2.0])
     only_first_two = np.array([True, False, True])
-    np.testing.assert_array_equal(np.diag(_input.shifted_gram(matrix, candidates=only_first_two)), [104.0, 2.0, 0.0])
+    np.testing.assert_array_equal(np.diag(_gram.shifted_gram(matrix, candidates=only_first_two)), [104.0, 2.0, 0.0])
 
 
 def test_column_chunks_cover_every_column_once() -> None:
     d = 1_000_003
     seen = np.zeros(d, dtype=np.int64)
-    _input.for_column_chunks(2, d, lambda start, stop: np.add.at(seen, np.arange(start, stop), 1))
+    _threads.for_column_chunks(2, d, lambda start, stop: np.add.at(seen, np.arange(start, stop), 1))
     np.testing.assert_array_equal(seen, 1)
 
 
@@ -218,4 +218,4 @@ def test_column_chunk_errors_propagate() -> None:
         raise RuntimeError(f"chunk {start}")
 
     with pytest.raises(RuntimeError, match="chunk"):
-        _input.for_column_chunks(100, 10_000_000, boom)
+        _threads.for_column_chunks(100, 10_000_000, boom)

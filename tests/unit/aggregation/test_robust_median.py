@@ -95,3 +95,28 @@ def test_minority_of_huge_attackers_cannot_leave_honest_range() -> None:
 
 def test_even_count_midpoint_does_not_overflow() -> None:
     np.testing.assert_array_equal(median([[1.5e308], [1.7e308]]), [1.6e308])
+
+
+def _ulps_apart(base: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """``base`` moved by ``steps`` units in the last place (away from zero for positive steps)."""
+    return np.asarray((base.view(np.int64) + steps).view(np.float64))
+
+
+@pytest.mark.parametrize("n", [2, 3, 9, 17, 130])
+def test_weighted_median_orders_values_a_few_ulps_apart(n: int) -> None:
+    # The weighted median sorts int64 keys that carry the member index in their low bits; values this
+    # close must still come out in the order of their values.
+    rng = np.random.default_rng(100 + n)
+    base = rng.standard_normal(300) * rng.uniform(1e-3, 1e3)
+    updates = _ulps_apart(np.tile(base, (n, 1)), rng.integers(0, 3 * n, size=(n, 300)))
+    weights = rng.uniform(0.5, 4.0, size=n)
+    np.testing.assert_array_equal(median(updates, weights=weights), naive_weighted_median(updates, weights))
+
+
+def test_weighted_median_with_signed_zeros_ties_and_many_members() -> None:
+    rng = np.random.default_rng(7)
+    updates = rng.choice([-2.5, -0.0, 0.0, 1e-300, -1e-300, 3.0, -np.finfo(float).max], size=(300, 50))
+    updates[:40] = 0.0  # free riders
+    weights = rng.integers(0, 50, size=300).astype(float)
+    got = median(updates, weights=weights)
+    np.testing.assert_array_equal(got, naive_weighted_median(updates, weights))

@@ -67,3 +67,29 @@ def test_init_bounds_update_norms_at_the_aggregator() -> None:
     raw = tomllib.loads(SPEC.format(name="fed"))
     assert raw["strategy"]["rule"] == {"name": "clipped_mean", "options": {"max_norm": 5.0}}
     assert "stages" not in raw
+
+
+def test_bucketing_draws_from_the_run_seed_and_user_rules_keep_their_factory() -> None:
+    from fedswarm.spec.build import build_strategy
+    from fedswarm.spec.rules import RULES
+
+    raw = _raw(strategy={"name": "fedavg", "rule": {"name": "median", "options": {"bucket_size": 2}}})
+    raw["federation"]["seed"] = 17
+    rule = build_strategy(parse_spec(raw)).rule
+    assert getattr(rule, "bucket_size", None) == 2 and getattr(rule, "bucket_seed", None) == 17
+    raw["federation"]["seed"] = 18
+    assert getattr(build_strategy(parse_spec(raw)).rule, "bucket_seed", None) == 18
+
+    calls: list[dict[str, Any]] = []
+
+    def custom(options: Any) -> Any:
+        calls.append(dict(options))
+        return RULES["median"](options)
+
+    RULES["custom_median"] = custom
+    try:
+        raw = _raw(strategy={"name": "fedavg", "rule": {"name": "custom_median", "options": {}}})
+        build_strategy(parse_spec(raw))
+    finally:
+        del RULES["custom_median"]
+    assert calls == [{}]

@@ -9,6 +9,12 @@ Weights are the members' numbers of training examples, which members report them
 member can claim any number. The robust rules therefore ignore them unless ``weighted`` is set; the mean
 and norm bounding (``clipped_mean``) use them by default, as FedAvg does.
 
+Every robust rule takes ``bucket_size`` (default 1: off): the round's updates are first averaged in random
+buckets of that size and the rule aggregates the bucket means (bucketing, Karimireddy, He and Jaggi 2022,
+for heterogeneous data; :mod:`fedswarm.aggregation.bucketing`). The buckets of the ``k``-th aggregation
+(round ``k`` of a run) are drawn from ``(bucket_seed, k)``, so a replay from the first round draws the
+same buckets.
+
 Two rules carry per-round state or inputs:
 
 * :class:`CenteredClippingRule` clips around the previous round's aggregate (its center starts at 0), as
@@ -27,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedswarm.aggregation import (
+    bucket_means,
     bulyan,
     centered_clipping,
     clipped_mean,
@@ -53,9 +60,43 @@ __all__ = [
 
 Vector = npt.NDArray[np.float64]
 
+_BUCKET_STREAM = 0xB0C4E7
+_MASK63 = (1 << 63) - 1
 
-@dataclass(frozen=True, slots=True)
-class MedianRule:
+
+@dataclass(slots=True)
+class _Bucketed:
+    """Optional bucketing in front of a rule: ``bucket_size`` updates averaged per random bucket."""
+
+    bucket_size: int = field(default=1, kw_only=True)
+    bucket_seed: int = field(default=0, kw_only=True)
+    aggregations: int = field(default=0, init=False, repr=False, compare=False)
+
+    def _inputs(
+        self, updates: npt.NDArray[Any], weights: npt.NDArray[Any], *, weighted: bool
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+        """The rule's inputs for this aggregation: the updates, or the bucket means and bucket weights."""
+        count = self.aggregations
+        self.aggregations += 1
+        if self.bucket_size == 1:
+            return updates, weights
+        return bucket_means(
+            updates,
+            bucket_size=self.bucket_size,
+            seed=(self.bucket_seed & _MASK63, count, _BUCKET_STREAM),
+            weights=weights if weighted else None,
+        )
+
+    def state_dict(self) -> dict[str, Vector]:
+        """The number of aggregations so far (it seeds the next round's buckets)."""
+        return {"aggregations": np.array([self.aggregations], dtype=np.float64)}
+
+    def load_state_dict(self, state: dict[str, Vector]) -> None:
+        self.aggregations = int(state["aggregations"][0]) if "aggregations" in state else 0
+
+
+@dataclass(slots=True)
+class MedianRule(_Bucketed):
     """Coordinate-wise median (Yin et al. 2018)."""
 
     weighted: bool = False
@@ -63,11 +104,12 @@ class MedianRule:
     needs_individual_updates: bool = True
 
     def __call__(self, updates: npt.NDArray[Any], *, weights: npt.NDArray[Any]) -> Vector:
-        return median(updates, weights=weights if self.weighted else None)
+        x, w = self._inputs(updates, weights, weighted=self.weighted)
+        return median(x, weights=w if self.weighted else None)
 
 
-@dataclass(frozen=True, slots=True)
-class TrimmedMeanRule:
+@dataclass(slots=True)
+class TrimmedMeanRule(_Bucketed):
     """Coordinate-wise trimmed mean, ``floor(beta * n)`` values cut at each end (Yin et al. 2018)."""
 
     beta: float = 0.1
@@ -75,11 +117,12 @@ class TrimmedMeanRule:
     needs_individual_updates: bool = True
 
     def __call__(self, updates: npt.NDArray[Any], *, weights: npt.NDArray[Any]) -> Vector:
-        return trimmed_mean(updates, beta=self.beta)
+        x, _ = self._inputs(updates, weights, weighted=False)
+        return trimmed_mean(x, beta=self.beta)
 
 
-@dataclass(frozen=True, slots=True)
-class KrumRule:
+@dataclass(slots=True)
+class KrumRule(_Bucketed):
     """Krum (Blanchard et al. 2017): the update closest to its ``n - f - 2`` nearest neighbours."""
 
     f: int
@@ -87,11 +130,12 @@ class KrumRule:
     needs_individual_updates: bool = True
 
     def __call__(self, updates: npt.NDArray[Any], *, weights: npt.NDArray[Any]) -> Vector:
-        return krum(updates, f=self.f)
+        x, _ = self._inputs(updates, weights, weighted=False)
+        return krum(x, f=self.f)
 
 
-@dataclass(frozen=True, slots=True)
-class MultiKrumRule:
+@dataclass(slots=True)
+class MultiKrumRule(_Bucketed):
     """Multi-Krum: the uniform mean of the ``m`` best-scored updates (``m`` unset: ``n - f``)."""
 
     f: int
@@ -100,12 +144,13 @@ class MultiKrumRule:
     needs_individual_updates: bool = True
 
     def __call__(self, updates: npt.NDArray[Any], *, weights: npt.NDArray[Any]) -> Vector:
-        n = int(np.shape(updates)[0])
-        return multi_krum(updates, f=self.f, m=self.m if self.m is not None else max(1, n - self.f))
+        x, _ = self._inputs(updates, weights, weighted=False)
+        n = int(np.shape(x)[0])
+        return multi_krum(x, f=self.f, m=self.m if self.m is not None else max(1, n - self.f))
 
 
-@dataclass(frozen=True, slots=True)
-class BulyanRule:
+@dataclass(slots=True)
+class BulyanRule(_Bucketed):
     """Bulyan over Krum (El Mhamdi et al. 2018); needs ``n >= 4f + 3``."""
 
     f: int
@@ -113,11 +158,12 @@ class BulyanRule:
     needs_individual_updates: bool = True
 
     def __call__(self, updates: npt.NDArray[Any], *, weights: npt.NDArray[Any]) -> Vector:
-        return bulyan(updates, f=self.f)
+        x, _ = self._inputs(updates, weights, weighted=False)
+        return bulyan(x, f=self.f)
 
 
-@dataclass(frozen=True, slots=True)
-class GeometricMedianRule:
+@dataclass(slots=True)
+class GeometricMedianRule(_Bucketed):
     """Geometric median by smoothed Weiszfeld iterations (RFA, Pillutla et al. 2022)."""
 
     tol: float = 1e-6
@@ -128,17 +174,18 @@ class GeometricMedianRule:
     needs_individual_updates: bool = True
 
     def __call__(self, updates: npt.NDArray[Any], *, weights: npt.NDArray[Any]) -> Vector:
+        x, w = self._inputs(updates, weights, weighted=self.weighted)
         return geometric_median(
-            updates,
-            weights=weights if self.weighted else None,
+            x,
+            weights=w if self.weighted else None,
             tol=self.tol,
             max_iter=self.max_iter,
             eps=self.eps,
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ClippedMeanRule:
+@dataclass(slots=True)
+class ClippedMeanRule(_Bucketed):
     """Norm bounding (Sun et al. 2019): every update clipped to ``max_norm`` at the aggregator, then the mean.
 
     Server-side, so it binds members that skip their own client stages.
@@ -150,11 +197,12 @@ class ClippedMeanRule:
     needs_individual_updates: bool = True
 
     def __call__(self, updates: npt.NDArray[Any], *, weights: npt.NDArray[Any]) -> Vector:
-        return clipped_mean(updates, max_norm=self.max_norm, weights=weights if self.weighted else None)
+        x, w = self._inputs(updates, weights, weighted=self.weighted)
+        return clipped_mean(x, max_norm=self.max_norm, weights=w if self.weighted else None)
 
 
 @dataclass(slots=True)
-class CenteredClippingRule:
+class CenteredClippingRule(_Bucketed):
     """Centered clipping (Karimireddy, He, Jaggi 2021) around the previous round's aggregate.
 
     The center starts at 0 and becomes each round's output; :meth:`state_dict` exposes it so a replay or
@@ -168,21 +216,26 @@ class CenteredClippingRule:
     center: Vector | None = field(default=None, repr=False)
 
     def __call__(self, updates: npt.NDArray[Any], *, weights: npt.NDArray[Any]) -> Vector:
-        d = int(np.shape(updates)[1])
+        x, _ = self._inputs(updates, weights, weighted=False)
+        d = int(np.shape(x)[1])
         start = self.center if self.center is not None and self.center.shape == (d,) else np.zeros(d)
-        out = centered_clipping(updates, tau=self.tau, center=start, iterations=self.iterations)
+        out = centered_clipping(x, tau=self.tau, center=start, iterations=self.iterations)
         self.center = out.copy()
         return out
 
     def state_dict(self) -> dict[str, Vector]:
-        return {} if self.center is None else {"center": self.center.copy()}
+        state = _Bucketed.state_dict(self)
+        if self.center is not None:
+            state["center"] = self.center.copy()
+        return state
 
     def load_state_dict(self, state: dict[str, Vector]) -> None:
+        _Bucketed.load_state_dict(self, state)
         self.center = np.asarray(state["center"], dtype=np.float64).copy() if "center" in state else None
 
 
-@dataclass(frozen=True, slots=True)
-class FLTrustRule:
+@dataclass(slots=True)
+class FLTrustRule(_Bucketed):
     """FLTrust (Cao et al. 2021): trust from the cosine with the aggregator's root-data update.
 
     ``root_size`` is the number of root examples the robustness extension samples for the aggregator.
@@ -195,5 +248,6 @@ class FLTrustRule:
     needs_individual_updates: bool = True
 
     def __call__(self, updates: npt.NDArray[Any], *, weights: npt.NDArray[Any]) -> Vector:
-        d = int(np.shape(updates)[1])
-        return fltrust(updates, server_update=take_server_update(d))
+        server_update = take_server_update(int(np.shape(updates)[1]))
+        x, _ = self._inputs(updates, weights, weighted=False)
+        return fltrust(x, server_update=server_update)
