@@ -236,7 +236,7 @@ def stream_benchmark(mb: int) -> dict[str, Any]:
     }
 
 
-def round_overhead(members: int, rounds: int) -> dict[str, Any]:
+def round_overhead(members: int, rounds: int, *, ledger: bool = False) -> dict[str, Any]:
     from fedswarm.node.up import run_local_federation
     from fedswarm.sim.engine import run_simulation
     from fedswarm.spec.schema import parse_spec
@@ -246,13 +246,14 @@ def round_overhead(members: int, rounds: int) -> dict[str, Any]:
         "data": {"dataset": "breast_cancer", "partition": "iid", "min_samples": 5},
         "strategy": {"name": "fedavg", "min_members": 2},
         "baselines": {"local_only": False, "centralized": False},
-        "ledger": {"enabled": False},
+        "ledger": {"enabled": ledger},
         "output": {"plots": False},
         "network": {"probe_interval": 0.5},
     }
     spec = parse_spec(raw)
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"{members}-member federation over the network, {rounds} rounds ...", file=sys.stderr)
+        what = "with" if ledger else "without"
+        print(f"{members}-member federation over the network, {rounds} rounds, {what} ledger ...", file=sys.stderr)
         fed = run_local_federation(spec, out_dir=Path(tmp) / "up", timeout=600)
         records = fed.history()
         starts = [int(r["started_ms"]) for r in records]
@@ -276,8 +277,20 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=256, help="update size in MiB")
     parser.add_argument("--members", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--skip-stream", action="store_true", help="only the round overhead")
+    parser.add_argument(
+        "--ledger", action="store_true", help="also measure the round overhead with every node keeping its ledger"
+    )
     args = parser.parse_args()
-    result = {"benchmark": "transport", **stream_benchmark(args.mb), **round_overhead(args.members, args.rounds)}
+    result: dict[str, Any] = {"benchmark": "transport"}
+    if not args.skip_stream:
+        result.update(stream_benchmark(args.mb))
+    result.update(round_overhead(args.members, args.rounds))
+    if args.ledger:
+        on = round_overhead(args.members, args.rounds, ledger=True)
+        result["round_seconds_network_ledger"] = on["round_seconds_network"]
+        result["round_overhead_ledger_ms"] = on["round_overhead_ms"]
+        result["round_period_ratio_ledger"] = round(on["round_seconds_network"] / result["round_seconds_network"], 3)
     print(json.dumps(result, separators=(",", ":")))
 
 
