@@ -84,6 +84,7 @@ def report(spec: Spec, fed: LocalFederation, *, seconds: float) -> dict[str, Any
 def run_up(spec: Path, *, overrides: list[str], out: Path | None, timeout: float, quiet: bool) -> dict[str, Any]:
     """Run ``spec`` as a local federation of real node processes and return the summary."""
     loaded, _ = load_spec(spec, overrides=overrides)
+    build_world(loaded)  # refuse what every node would refuse (unsafe combinations ...) before starting any
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
     target = out if out is not None else Path("runs") / f"{loaded.federation.name}-up-{stamp}"
     rounds = loaded.federation.rounds
