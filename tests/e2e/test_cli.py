@@ -195,3 +195,12 @@ def test_demo_prints_the_table(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     for word in ("hospital", "local-only", "federated", "centralized", str(tmp_path / "demo")):
         assert word in proc.stdout
+
+
+def test_up_refuses_an_unsafe_combination_before_starting_any_node(tmp_path: Path) -> None:
+    spec = ROOT / "examples" / "hospitals.toml"
+    out = tmp_path / "up"
+    r = runner.invoke(app, ["up", str(spec), "--set", "privacy.secure_aggregation=secagg+", "--out", str(out), "-q"])
+    assert r.exit_code == 2, r.output
+    assert "strategy.rule.name" in r.output and "needs individual updates" in r.output
+    assert not out.exists()  # nothing provisioned, no process started
