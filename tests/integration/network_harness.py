@@ -103,3 +103,23 @@ def history(fed: LocalFederation, name: str) -> list[dict[str, Any]]:
 
 def log_text(fed: LocalFederation, name: str) -> str:
     return (fed.logs / f"{name}.log").read_text(errors="replace")
+
+
+EXTENSION_KEYS = ("privacy", "flagged", "detection", "stopped_early")
+"""Summary keys the run extensions add, in ``simulate`` and ``up`` alike."""
+
+
+def extension_spec(tmp: Path, extra: str, *, task_options: str | None = None, **kwargs: Any) -> Spec:
+    """:func:`write_spec` plus ``extra`` TOML sections; ``task_options`` switches to the poisoning test task."""
+    path, _ = write_spec(tmp, **kwargs)
+    text = path.read_text(encoding="utf-8")
+    if task_options is not None:
+        text = text.replace('"network_slow_task:make"', '"test_network_extensions_task:make"')
+        text = text.replace("options = { slow_seconds = 0.0 }", f"options = {{ {task_options} }}")
+    path.write_text(text + extra, encoding="utf-8")
+    spec, _ = load_spec(path)
+    return spec
+
+
+def extension_keys(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: summary[k] for k in EXTENSION_KEYS if k in summary}

@@ -4,39 +4,15 @@ report over the network what ``fedswarm simulate`` reports for the same spec."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-from network_harness import write_spec
+from network_harness import extension_keys, extension_spec
 
 from fedswarm.cli.up import report
-from fedswarm.node.up import LocalFederation, run_local_federation
+from fedswarm.node.up import run_local_federation
 from fedswarm.sim.engine import run_simulation
-from fedswarm.spec.schema import Spec, load_spec
 
 pytestmark = pytest.mark.integration
-
-EXTENSION_KEYS = ("privacy", "flagged", "detection", "stopped_early")
-
-
-def _spec(tmp: Path, extra: str, *, task_options: str | None = None, **kwargs: Any) -> Spec:
-    path, _ = write_spec(tmp, **kwargs)
-    text = path.read_text(encoding="utf-8")
-    if task_options is not None:
-        text = text.replace('"network_slow_task:make"', '"test_network_extensions_task:make"')
-        text = text.replace("options = { slow_seconds = 0.0 }", f"options = {{ {task_options} }}")
-    path.write_text(text + extra, encoding="utf-8")
-    spec, _ = load_spec(path)
-    return spec
-
-
-def _up_summary(spec: Spec, fed: LocalFederation) -> dict[str, Any]:
-    """``fedswarm up``'s summary: the report plus the extension keys the nodes committed."""
-    return report(spec, fed, seconds=1.0)
-
-
-def _extension_keys(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: summary[k] for k in EXTENSION_KEYS if k in summary}
 
 
 def test_central_dp_star_spends_the_simulations_epsilon_and_stops_at_the_budget(tmp_path: Path) -> None:
@@ -48,13 +24,13 @@ clip = 1.0
 delta = 1e-3
 budget_epsilon = 5.5
 """
-    spec = _spec(tmp_path, extra, name="dp-central", rounds=3, topology="star")
+    spec = extension_spec(tmp_path, extra, name="dp-central", rounds=3, topology="star")
     fed = run_local_federation(spec, out_dir=tmp_path / "up", timeout=90)
-    summary = _up_summary(spec, fed)
+    summary = report(spec, fed, seconds=1.0)
     simulated = run_simulation(spec, out_dir=tmp_path / "sim")
 
     assert simulated.summary["stopped_early"].startswith("privacy budget exhausted")
-    assert _extension_keys(summary) == _extension_keys(simulated.summary)
+    assert extension_keys(summary) == extension_keys(simulated.summary)
     assert summary["rounds"] == 2 and summary["privacy"]["epsilon"] == pytest.approx(4.845252428291651)
     records = fed.history()
     assert [r["annotations"]["privacy"]["epsilon"] for r in records] == [
@@ -75,12 +51,12 @@ secure_aggregation = "secagg+"
 rounding = "deterministic"
 clip = 2.0
 """
-    spec = _spec(tmp_path, extra, name="secagg-star", rounds=3, topology="star")
+    spec = extension_spec(tmp_path, extra, name="secagg-star", rounds=3, topology="star")
     fed = run_local_federation(spec, out_dir=tmp_path / "up", timeout=90)
-    summary = _up_summary(spec, fed)
+    summary = report(spec, fed, seconds=1.0)
     simulated = run_simulation(spec, out_dir=tmp_path / "sim").summary
     assert summary["final_model_digest"] == simulated["final_model_digest"]
-    assert _extension_keys(summary) == _extension_keys(simulated)
+    assert extension_keys(summary) == extension_keys(simulated)
     assert [r["annotations"]["privacy"]["transport"]["contributors"] for r in fed.history()] == [3, 3, 3]
 
 
@@ -90,13 +66,13 @@ def test_robust_rule_and_detection_flag_the_simulations_members(tmp_path: Path) 
 name = "median"
 """
     options = "slow_seconds = 0.0, evil_member = 3, evil_scale = 25.0, federation_seed = 7"
-    spec = _spec(tmp_path, extra, task_options=options, name="robust", members=4, rounds=3, topology="star")
+    spec = extension_spec(tmp_path, extra, task_options=options, name="robust", members=4, rounds=3, topology="star")
     fed = run_local_federation(spec, out_dir=tmp_path / "up", timeout=90)
-    summary = _up_summary(spec, fed)
+    summary = report(spec, fed, seconds=1.0)
     simulated = run_simulation(spec, out_dir=tmp_path / "sim")
 
     assert summary["flagged"] == ["member-00003"]
-    assert _extension_keys(summary) == _extension_keys(simulated.summary)
+    assert extension_keys(summary) == extension_keys(simulated.summary)
     assert summary["final_model_digest"] == simulated.summary["final_model_digest"]
     anomalies = [a["member"] for r in fed.history() for a in r["annotations"]["anomalies"]]
     assert anomalies == [a["member"] for row in simulated.history for a in row["anomalies"]]

@@ -5,41 +5,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from network_harness import all_done, federation, history, log_text, wait_for, write_spec
+from network_harness import all_done, extension_keys, extension_spec, federation, history, log_text, wait_for
 
 from fedswarm.cli.up import report
 from fedswarm.node.leader import leader_order
 from fedswarm.node.records import extension_summary
-from fedswarm.node.up import LocalFederation, run_local_federation
+from fedswarm.node.up import run_local_federation
 from fedswarm.sim.engine import run_simulation
-from fedswarm.spec.schema import Spec, load_spec
 
 pytestmark = pytest.mark.integration
-
-EXTENSION_KEYS = ("privacy", "flagged", "detection", "stopped_early")
-
-
-def _spec(tmp: Path, extra: str, *, task_options: str | None = None, **kwargs: Any) -> Spec:
-    path, _ = write_spec(tmp, **kwargs)
-    text = path.read_text(encoding="utf-8")
-    if task_options is not None:
-        text = text.replace('"network_slow_task:make"', '"test_network_extensions_task:make"')
-        text = text.replace("options = { slow_seconds = 0.0 }", f"options = {{ {task_options} }}")
-    path.write_text(text + extra, encoding="utf-8")
-    spec, _ = load_spec(path)
-    return spec
-
-
-def _up_summary(spec: Spec, fed: LocalFederation) -> dict[str, Any]:
-    """``fedswarm up``'s summary: the report plus the extension keys the nodes committed."""
-    return report(spec, fed, seconds=1.0)
-
-
-def _extension_keys(summary: dict[str, Any]) -> dict[str, Any]:
-    return {k: summary[k] for k in EXTENSION_KEYS if k in summary}
 
 
 def test_secagg_distributed_dp_swarm_recovers_a_member_killed_mid_round(tmp_path: Path) -> None:
@@ -52,7 +28,7 @@ delta = 1e-3
 secure_aggregation = "secagg+"
 min_survivors = 3
 """
-    spec = _spec(tmp_path, extra, name="secagg-swarm", members=5, rounds=3, topology="swarm", slow=0.6)
+    spec = extension_spec(tmp_path, extra, name="secagg-swarm", members=5, rounds=3, topology="swarm", slow=0.6)
     fed = federation(tmp_path, spec)
     try:
         for name in fed.kits:
@@ -92,11 +68,11 @@ def test_ckks_star_aggregates_with_the_kits_keys(tmp_path: Path) -> None:
 [privacy]
 secure_aggregation = "ckks"
 """
-    spec = _spec(tmp_path, extra, name="ckks-star", rounds=2, topology="star")
+    spec = extension_spec(tmp_path, extra, name="ckks-star", rounds=2, topology="star")
     fed = run_local_federation(spec, out_dir=tmp_path / "up", timeout=90)
-    summary = _up_summary(spec, fed)
+    summary = report(spec, fed, seconds=1.0)
     simulated = run_simulation(spec, out_dir=tmp_path / "sim").summary
-    assert _extension_keys(summary) == _extension_keys(simulated)
+    assert extension_keys(summary) == extension_keys(simulated)
     assert summary["final"]["accuracy"] == pytest.approx(simulated["final"]["accuracy"], abs=0.02)
     records = fed.history()
     assert [r["annotations"]["privacy"]["transport"]["contributors"] for r in records] == [3, 3]
