@@ -23,7 +23,7 @@ from fedswarm.node.records import extension_summary, outcome_from_record
 from fedswarm.node.up import LocalFederation, run_local_federation
 from fedswarm.sim.baselines import BaselineResult, centralized_baseline, local_only_baseline
 from fedswarm.sim.engine import build_summary, pick_baseline_members, round_record, write_run_outputs
-from fedswarm.sim.world import build_world
+from fedswarm.sim.world import World, build_world
 from fedswarm.spec.build import build_strategy
 from fedswarm.spec.schema import Spec, load_spec
 
@@ -38,7 +38,7 @@ def _final_model(fed: LocalFederation, digest: str) -> Path:
     raise FileNotFoundError(f"no node kept the final model {digest[:16]}")
 
 
-def report(spec: Spec, fed: LocalFederation, *, seconds: float) -> dict[str, Any]:
+def report(spec: Spec, fed: LocalFederation, *, seconds: float, world: World | None = None) -> dict[str, Any]:
     """Build ``simulate``'s outputs and summary from the rounds a local federation committed."""
     from fedswarm.codec.tensors import load
 
@@ -46,7 +46,7 @@ def report(spec: Spec, fed: LocalFederation, *, seconds: float) -> dict[str, Any
     run_dir = fed.out_dir
     (run_dir / "models").mkdir(parents=True, exist_ok=True)
     records = fed.history()
-    world = build_world(spec)
+    world = world if world is not None else build_world(spec)
     final = load(_final_model(fed, records[-1]["model_digest"]))
     history = []
     with open(run_dir / "metrics.jsonl", "w", encoding="utf-8") as fh:
@@ -84,7 +84,7 @@ def report(spec: Spec, fed: LocalFederation, *, seconds: float) -> dict[str, Any
 def run_up(spec: Path, *, overrides: list[str], out: Path | None, timeout: float, quiet: bool) -> dict[str, Any]:
     """Run ``spec`` as a local federation of real node processes and return the summary."""
     loaded, _ = load_spec(spec, overrides=overrides)
-    build_world(loaded)  # refuse what every node would refuse (unsafe combinations ...) before starting any
+    world = build_world(loaded)  # refuses what every node would refuse (unsafe combinations ...) before any starts
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
     target = out if out is not None else Path("runs") / f"{loaded.federation.name}-up-{stamp}"
     rounds = loaded.federation.rounds
@@ -102,7 +102,7 @@ def run_up(spec: Path, *, overrides: list[str], out: Path | None, timeout: float
         )
     t0 = time.perf_counter()
     fed = run_local_federation(loaded, out_dir=target, timeout=timeout, on_progress=progress)
-    return report(loaded, fed, seconds=time.perf_counter() - t0)
+    return report(loaded, fed, seconds=time.perf_counter() - t0, world=world)
 
 
 def up(
