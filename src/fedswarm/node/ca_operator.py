@@ -34,13 +34,12 @@ from fedswarm.node.manifest import (
     Manifest,
     MemberEntry,
     MemberSpec,
-    SignedManifest,
-    check_manifest_copy,
     parse_ip,
     split_address,
     timestamp,
     utc_now,
 )
+from fedswarm.node.signed_manifest import SignedManifest, check_manifest_copy
 from fedswarm.node.startup_kit import CA_FILE, CRL_FILE, Publication, write_kit, write_publication
 
 if TYPE_CHECKING:

@@ -23,7 +23,8 @@ from fedswarm.crypto.agreement import X25519_KEY_BYTES, generate_x25519
 from fedswarm.crypto.files import KeyMaterialError, read_secret, write_secret
 from fedswarm.crypto.signing import SigningKey, VerifyKey
 from fedswarm.node.ckks_keys import CKKSMaterial, open_as_member
-from fedswarm.node.manifest import MemberSpec, Role, SignedManifest
+from fedswarm.node.manifest import MemberSpec, Role
+from fedswarm.node.signed_manifest import SignedManifest
 from fedswarm.node.startup_kit import (
     SIGNING_KEY_FILE,
     TLS_KEY_FILE,

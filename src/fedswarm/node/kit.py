@@ -2,8 +2,9 @@
 
 This module is the public face of provisioning; the work is done in small modules next to it:
 
-* :mod:`fedswarm.node.manifest`: the CA-signed manifest (members, roles, addresses, keys, CKKS digests),
-  its signed envelope ``manifest.sig`` and the field-by-field check of the readable ``manifest.json``;
+* :mod:`fedswarm.node.manifest`: the CA-signed manifest (members, roles, addresses, keys, CKKS digests);
+* :mod:`fedswarm.node.signed_manifest`: its signed envelope ``manifest.sig`` and the field-by-field check
+  of the readable ``manifest.json``;
 * :mod:`fedswarm.node.startup_kit`: a kit on disk (:func:`write_kit`, :func:`load_kit`, :func:`update_kit`,
   :func:`reload_kit`, :func:`ckks_material`);
 * :mod:`fedswarm.node.ca_operator`: the operator's side (:func:`provision`, :func:`add_member`,
@@ -48,8 +49,8 @@ from fedswarm.node.manifest import (
     MemberEntry,
     MemberSpec,
     Role,
-    SignedManifest,
 )
+from fedswarm.node.signed_manifest import SignedManifest
 from fedswarm.node.startup_kit import (
     CA_FILE,
     CRL_FILE,

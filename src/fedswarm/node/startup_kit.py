@@ -27,11 +27,9 @@ from fedswarm.node.manifest import (
     SIGNATURE_FILE,
     Manifest,
     MemberEntry,
-    SignedManifest,
-    check_manifest_copy,
-    manifest_json,
     utc_now,
 )
+from fedswarm.node.signed_manifest import SignedManifest, check_manifest_copy, manifest_json
 
 __all__ = [
     "CA_FILE",
