@@ -123,3 +123,16 @@ def extension_spec(tmp: Path, extra: str, *, task_options: str | None = None, **
 
 def extension_keys(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary[k] for k in EXTENSION_KEYS if k in summary}
+
+
+def task_spec(tmp: Path, extra: str, *, task: str, options: str, **kwargs: Any) -> Spec:
+    """:func:`write_spec` with another task (``task.name = task``, ``task.options = { options }``) plus ``extra``
+    TOML sections; ``kwargs`` as for :func:`write_spec`."""
+    path, _ = write_spec(tmp, **kwargs)
+    text = path.read_text(encoding="utf-8")
+    old_options = f"options = {{ slow_seconds = {kwargs.get('slow', 0.0)} }}"
+    assert old_options in text, old_options
+    text = text.replace('"network_slow_task:make"', f'"{task}"').replace(old_options, f"options = {{ {options} }}")
+    path.write_text(text + extra, encoding="utf-8")
+    spec, _ = load_spec(path)
+    return spec

@@ -60,7 +60,7 @@ MESSAGES: list[WireMessage] = [
     SecAggUnmask(3, "member-00000", ("member-00001",), ("member-00002",), 7),
     SecAggRevealed("member-00000", ("member-00001",), ((BIG, 1, 2),), ("member-00002",), ((3, BIG, 5),)),
     CKKSFitRequest(ORDER, PRIVACY),
-    CKKSEncrypted("member-00000", 5000, (b"c1", b"c2")),
+    CKKSEncrypted("member-00000", 5000, (b"c1", b"c2"), False),
     CKKSDecryptRequest(3, 5000, 4, (b"c1", b"c2")),
     CKKSDecrypted("member-00000", np.linspace(-1, 1, 7)),
 ]

@@ -9,8 +9,10 @@ Exchanges:
     The aggregator, holding only the public context, has added the ciphertexts (and, for
     ``dp = "central"``, its own Gaussian noise encrypted with the public key, so that the decrypting
     member never sees an un-noised sum); it asks one contributor to decrypt the sum, trying the next
-    contributor if that one does not answer. The member refuses a sum of fewer than ``min_inputs``
-    inputs.
+    contributor if that one does not answer (at most :data:`DECRYPT_ATTEMPTS`). Only contributors whose
+    ``ckks.fit`` reply says they hold the secret context are asked: a star aggregator that trains
+    encrypts its own update with the public context and is never asked to decrypt. The member refuses a
+    sum of fewer than ``min_inputs`` inputs.
 
 Weighting: every contributor counts once (no number of examples is sent). What the aggregator holds:
 ciphertexts and the decrypted sum. See :mod:`fedswarm.privacy.he.ckks` for the key distribution (a
@@ -26,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedswarm.core.errors import RoundAborted, VerificationError
-from fedswarm.privacy.he.ckks import CKKSAdder, CKKSKeyHolder, CKKSParams, ckks_error_bound
+from fedswarm.privacy.he.ckks import CKKSAdder, CKKSKeyHolder, CKKSParams, CKKSPublicHolder, ckks_error_bound
 from fedswarm.rounds.collect import Collection, CollectorGenerator
 from fedswarm.rounds.member import MemberHandler, MemberRuntime
 from fedswarm.rounds.messages import Dropout, Exchange, FitRequest
@@ -70,6 +72,11 @@ class CKKSMemberSide:
             self._holder = CKKSKeyHolder(self._secret(), self.params)
         return self._holder
 
+    @property
+    def decrypts(self) -> bool:
+        """Whether this member holds the secret context (a public-context holder encrypts only)."""
+        return not isinstance(self.holder, CKKSPublicHolder)
+
     def fit(
         self, runtime: MemberRuntime, member: int, request: Any, global_vector: npt.NDArray[np.float64]
     ) -> CKKSEncrypted | Dropout:
@@ -77,7 +84,8 @@ class CKKSMemberSide:
         out = self.protection.protected_update(runtime, member, request.order, request.privacy, global_vector)
         if isinstance(out, Dropout):
             return out
-        return CKKSEncrypted(runtime.member_name(member), len(out.vector), self.holder.encrypt(out.vector))
+        chunks = self.holder.encrypt(out.vector)
+        return CKKSEncrypted(runtime.member_name(member), len(out.vector), chunks, self.decrypts)
 
     def decrypt(self, runtime: MemberRuntime, member: int, request: Any, global_vector: Any) -> CKKSDecrypted:
         request = expect(request, CKKSDecryptRequest, kind=KIND_DECRYPT)
@@ -131,6 +139,7 @@ class CKKSCollector:
         rejected: dict[int, str] = {}
         inputs: list[tuple[bytes, ...]] = []
         contributors: list[int] = []
+        decrypters: list[int] = []  # contributors holding the secret context, in member order
         up = down = 0
         for m in sorted(requests):
             reply = replies.get(m)
@@ -141,6 +150,8 @@ class CKKSCollector:
             else:
                 inputs.append(reply.chunks)
                 contributors.append(m)
+                if reply.decrypts:
+                    decrypters.append(m)
                 up += sum(len(c) for c in reply.chunks)
         if len(contributors) < self.min_contributors:
             raise RoundAborted(
@@ -148,6 +159,11 @@ class CKKSCollector:
                 f"selected member(s), need at least {self.min_contributors}; nothing is decrypted"
             )
         release.check_contributors(len(contributors))
+        if not decrypters:
+            raise RoundAborted(
+                f"round {rnd}: CKKS aggregation: none of the {len(contributors)} contributor(s) holds the secret "
+                "context, nobody can decrypt the sum"
+            )
         total_ct = self.adder.add(inputs, length=length)
         noise = release.central_noise(length, cohort=len(requests))
         if noise is not None:
@@ -155,7 +171,9 @@ class CKKSCollector:
         request = CKKSDecryptRequest(rnd, length, len(contributors), total_ct)
         decrypted: CKKSDecrypted | None = None
         problems: list[str] = []
-        for m in contributors[:DECRYPT_ATTEMPTS]:
+        asked = 0
+        for m in decrypters[:DECRYPT_ATTEMPTS]:
+            asked += 1
             answer = yield Exchange(KIND_DECRYPT, rnd, {m: request})
             down += sum(len(c) for c in total_ct)
             got = answer.get(m)
@@ -177,6 +195,7 @@ class CKKSCollector:
             "contributors": len(contributors),
             "ciphertexts_per_member": n_chunks,
             "error_bound": ckks_error_bound(len(contributors) + (1 if noise is not None else 0), self.adder.params),
+            "decrypt_requests": asked,
         }
         return Collection(
             members=contributors,

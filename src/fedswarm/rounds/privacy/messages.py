@@ -301,11 +301,14 @@ class CKKSFitRequest(WireMessage):
 
 @dataclass(frozen=True)
 class CKKSEncrypted(WireMessage):
-    """The member's vector of ``length`` values as serialized CKKS ciphertexts, one per chunk."""
+    """The member's vector of ``length`` values as serialized CKKS ciphertexts, one per chunk; ``decrypts``:
+    whether the member holds the secret context (a star aggregator that trains does not), i.e. whether the
+    coordinator may ask it to decrypt the sum."""
 
     member: str
     length: int
     chunks: tuple[bytes, ...]
+    decrypts: bool
 
 
 @dataclass(frozen=True)
