@@ -76,5 +76,7 @@ secure_aggregation = "ckks"
     assert summary["final"]["accuracy"] == pytest.approx(simulated["final"]["accuracy"], abs=0.02)
     records = fed.history()
     assert [r["annotations"]["privacy"]["transport"]["contributors"] for r in records] == [3, 3]
+    assert [r["annotations"]["privacy"]["transport"]["decrypt_requests"] for r in records] == [1, 1]
     aggregator = log_text(fed, "member-00000")
     assert "unsafe" not in aggregator.lower()
+    assert "drops out of ckks.decrypt" not in aggregator

@@ -186,7 +186,7 @@ def _kit_member_side(
     protection: MemberProtection, *, params: CKKSParams, keys: CKKSKeyMaterial, min_inputs: int
 ) -> CKKSMemberSide:
     """CKKS member handlers with a node's own keys: without the secret context it encrypts with the public
-    one and refuses to decrypt (the coordinator then asks another contributor)."""
+    one and refuses to decrypt; its ``ckks.fit`` reply says so and the coordinator never asks it."""
     from fedswarm.privacy.he.ckks import CKKSKeyHolder, CKKSPublicHolder
     from fedswarm.rounds.privacy.ckks import CKKSMemberSide
 
