@@ -13,10 +13,17 @@ The rules run their column chunks on a few threads with BLAS held to one thread 
 are shared: the JSON line records the load average before and after, and ``--burn N`` starts ``N``
 busy-looping processes for the duration of the measurement, to measure under a known extra load.
 
+``--against REF`` compares with the rules as they were at git revision ``REF`` (their modules read with
+``git show REF:src/fedswarm/aggregation/<module>.py``, helpers from the working tree): each rule is
+called alternately in its current and its ``REF`` version, ``--repeats`` times each, in this one process,
+so both see the same load; the JSON line then has ``against`` with both medians and ``speedup``.
+
 Run from the repository root::
 
     .venv/bin/python benchmarks/aggregation_cost.py --members 100 --params 1000000
     .venv/bin/python benchmarks/aggregation_cost.py --members 100 --params 1000000 --burn 2   # under load
+    .venv/bin/python benchmarks/aggregation_cost.py --rules weighted_median centered_clipping_3 \
+        --repeats 5 --no-memory --burn 2 --against HEAD                                        # old vs new
 
 Prints exactly one JSON line on stdout (progress goes to stderr)::
 
@@ -29,6 +36,7 @@ Prints exactly one JSON line on stdout (progress goes to stderr)::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -36,25 +44,48 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fedswarm.aggregation._threads import thread_count
-from fedswarm.aggregation.bucketing import bucket_means
-from fedswarm.aggregation.bulyan import bulyan
-from fedswarm.aggregation.clipping import centered_clipping, clipped_mean
-from fedswarm.aggregation.fltrust import fltrust
-from fedswarm.aggregation.geometric_median import geometric_median
-from fedswarm.aggregation.krum import krum, multi_krum
-from fedswarm.aggregation.median import median
-from fedswarm.aggregation.trimmed_mean import trimmed_mean
 
 _BURN = "while True: pass"
+_MODULES = ("bucketing", "bulyan", "clipping", "fltrust", "geometric_median", "krum", "median", "trimmed_mean")
+_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _rules(updates: np.ndarray, f: int, seed: int) -> dict[str, Callable[[], Any]]:
+def _current() -> dict[str, Any]:
+    return {name: importlib.import_module(f"fedswarm.aggregation.{name}") for name in _MODULES}
+
+
+def _at_revision(ref: str) -> dict[str, Any]:
+    """The rule modules as they were at git revision ``ref`` (read-only ``git show``), as fresh modules."""
+    out: dict[str, Any] = {}
+    for name in _MODULES:
+        path = f"src/fedswarm/aggregation/{name}.py"
+        source = subprocess.run(
+            ["git", "show", f"{ref}:{path}"], cwd=_ROOT, check=True, capture_output=True, text=True
+        ).stdout
+        module = types.ModuleType(f"_against_{name}")
+        module.__file__ = f"{ref}:{path}"
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+        out[name] = module
+    return out
+
+
+def _rules(updates: np.ndarray, f: int, seed: int, m: Mapping[str, Any]) -> dict[str, Callable[[], Any]]:
+    median, trimmed_mean = m["median"].median, m["trimmed_mean"].trimmed_mean
+    krum, multi_krum, bulyan = m["krum"].krum, m["krum"].multi_krum, m["bulyan"].bulyan
+    geometric_median, fltrust, bucket_means = (
+        m["geometric_median"].geometric_median,
+        m["fltrust"].fltrust,
+        m["bucketing"].bucket_means,
+    )
+    centered_clipping, clipped_mean = m["clipping"].centered_clipping, m["clipping"].clipped_mean
     n, d = updates.shape
     rng = np.random.default_rng(seed + 1)
     weights = rng.integers(1, 1000, size=n).astype(np.float64)
@@ -90,6 +121,31 @@ def _seconds(call: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
+def _alternate(now: Callable[[], Any], before: Callable[[], Any], repeats: int) -> dict[str, float]:
+    """Median wall and CPU seconds (all threads of the process) of the current and the earlier version,
+    called alternately after one warm-up each."""
+    now(), before()
+    wall: dict[str, list[float]] = {"now": [], "before": []}
+    cpu: dict[str, list[float]] = {"now": [], "before": []}
+    for _ in range(repeats):
+        for key, call in (("before", before), ("now", now)):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            call()
+            wall[key].append(time.perf_counter() - start)
+            cpu[key].append(time.process_time() - start_cpu)
+    a, b = statistics.median(wall["now"]), statistics.median(wall["before"])
+    ca, cb = statistics.median(cpu["now"]), statistics.median(cpu["before"])
+    print(f"  against: now {a:.3f} s (cpu {ca:.3f}), before {b:.3f} s (cpu {cb:.3f}): {b / a:.2f}x", file=sys.stderr)
+    return {
+        "seconds": round(a, 4),
+        "before_seconds": round(b, 4),
+        "speedup": round(b / a, 2),
+        "cpu_seconds": round(ca, 4),
+        "before_cpu_seconds": round(cb, 4),
+        "cpu_speedup": round(cb / ca, 2),
+    }
+
+
 def _peak_extra_mb(call: Callable[[], Any]) -> float:
     tracemalloc.start()
     try:
@@ -111,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules", nargs="*", default=None, help="only these rules (default: all)")
     parser.add_argument("--no-memory", action="store_true", help="skip the tracemalloc pass")
     parser.add_argument("--burn", type=int, default=0, help="busy-looping processes to run meanwhile (extra load)")
+    parser.add_argument("--against", default=None, help="also time the rules as at this git revision, alternately")
     args = parser.parse_args(argv)
     if args.members < 3 or args.params < 1 or args.repeats < 1 or args.burn < 0:
         parser.error("needs --members >= 3, --params >= 1, --repeats >= 1, --burn >= 0")
@@ -142,12 +199,16 @@ def _measure(args: argparse.Namespace, load_before: float) -> int:
     f = (n - 3) // 4
     print(f"generating {n} x {d} float64 updates ({n * d * 8 / 2**20:.0f} MB)", file=sys.stderr)
     updates = np.random.default_rng(args.seed).standard_normal((n, d))
-    rules = _rules(updates, f, args.seed)
+    rules = _rules(updates, f, args.seed, _current())
     if args.rules:
         unknown = sorted(set(args.rules) - set(rules))
         if unknown:
             raise SystemExit(f"unknown rules {unknown}; known: {sorted(rules)}")
         rules = {name: rules[name] for name in args.rules}
+    against: dict[str, dict[str, float]] | None = None
+    if args.against is not None:
+        before = _rules(updates, f, args.seed, _at_revision(args.against))
+        against = {name: _alternate(call, before[name], args.repeats) for name, call in rules.items()}
 
     baseline = _seconds(lambda: np.mean(updates, axis=0), args.repeats)
     print(f"numpy mean: {baseline:.3f} s", file=sys.stderr)
@@ -180,6 +241,7 @@ def _measure(args: argparse.Namespace, load_before: float) -> int:
                 "threads": thread_count(),
                 "blas": _blas(),
                 "burn": args.burn,
+                "against": None if against is None else {"revision": args.against, "rules": against},
                 "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             }
         )

@@ -3,31 +3,38 @@ detection, and what each rule costs.
 
 The job: scikit-learn's digits, 25 members (IID, and Dirichlet label skew alpha = 0.5), 20% of the rows
 held out centrally, softmax regression (numpy task), 2 local epochs of mini-batch SGD (batch 16, lr 0.1),
-FedAvg's server step, 20 rounds, every member in every round. Five members attack from round 1 (chosen by
-the seed). Rules (``[strategy.rule]``): mean, median, trimmed_mean (beta 0.2: trims 5 of 25), krum,
-multi_krum and bulyan (f = 5; n = 25 >= 4f + 3), geometric_median, fltrust (100 root examples),
-clipped_mean (max_norm 1.0) and centered_clipping (tau 0.5); honest update norms of this task are about
-0.2-1.0. Two more columns put bucketing (Karimireddy, He, Jaggi 2022: the rule aggregates the means of
-random pairs of updates, ``bucket_size = 2``) in front of fltrust and centered_clipping; their buckets are
-drawn from the rule's bucket seed (0: the spec builder does not hand the run seed to rules) and the
-round. Attacks (``[attack]`` defaults): label_flip, sign_flip, scaling (x25), gaussian (std 1), alie
-(Baruch et al.'s z), ipm (epsilon 5), backdoor (last 4 pixels on, target 0, half of the attacker's rows
-added poisoned), free_ride; ``none`` is the clean run. Every cell is the mean over ``--seeds`` seeds. A reference run
+FedAvg's server step (server lr 1), 20 rounds, every member in every round. Five members attack from
+round 1 (chosen by the seed). Rules (``[strategy.rule]``): mean, median, trimmed_mean (beta 0.2: trims 5
+of 25), krum, multi_krum and bulyan (f = 5; n = 25 >= 4f + 3), geometric_median, fltrust (100 root
+examples), clipped_mean (max_norm 0.5) and centered_clipping (tau 0.5); honest update norms of this task
+are about 0.25-0.45 (IID) and 0.25-1.1 (Dirichlet, median 0.5), so the norm bound sits at the honest
+norms, as norm bounding intends. Two more columns put bucketing (Karimireddy, He, Jaggi 2022: the rule
+aggregates the means of random pairs of updates, ``bucket_size = 2``) in front of fltrust and
+centered_clipping; their buckets are drawn from the run seed and the round. Attacks (``[attack]``
+defaults): label_flip, sign_flip, scaling (model replacement, Bagdasaryan et al. 2020: each attacker
+trains on flipped labels and scales its update by n / (f * server lr) = 5, so that the five together
+replace the global model with their poisoned one), gaussian (std 1), alie (Baruch et al.'s z), ipm
+(epsilon 5), backdoor (last 4 pixels on, target 0, half of the attacker's rows added poisoned),
+free_ride; ``none`` is the clean run. Every cell is the mean over ``--seeds`` seeds. A reference run
 ``absent`` (plain mean, the five attackers send nothing) gives the accuracy of the honest members alone.
 
 The goal: under every attack the best rule within 2 points of the clean run (the plain mean without
-attackers). The tables also give, per rule, its worst gap over the attacks (a rule that meets the goal
-under every attack is one a user can pick without knowing the attack), and the per-seed numbers.
+attackers), and the plain mean collapsing under scaling and IPM. The tables also give, per rule, its
+worst gap over the attacks (a rule that meets the goal under every attack is one a user can pick without
+knowing the attack), and the per-seed numbers.
 
 Detection (on by default in every run) is summarized from the plain-mean runs: how many attackers and
 honest members the run summary flags. With ``--cost``, ``benchmarks/aggregation_cost.py`` is run at
 ``--cost-members`` x ``--cost-params`` (default 100 x 1,000,000) and its per-rule seconds are reported
-beside the accuracy, with the per-round cost of detection at the same size.
+beside the accuracy, with the per-round cost of detection at the same size. ``--reuse FILE`` takes the
+runs from an earlier ``robustness.json`` instead of simulating them (to redo the tables, the plot or the
+cost alone).
 
 Run from the repository root::
 
     .venv/bin/python benchmarks/robustness.py             # full: 3 seeds, 20 rounds, both partitions, cost
     .venv/bin/python benchmarks/robustness.py --quick     # 1 seed, 8 rounds, no cost (about a minute)
+    .venv/bin/python benchmarks/robustness.py --reuse benchmarks/results/robustness.json   # tables + cost only
 
 Prints exactly one JSON line on stdout (progress on stderr) and writes ``benchmarks/results/robustness.json``
 (every run), ``robustness.md`` (the tables) and ``robustness.png`` (accuracy heatmaps).
@@ -58,7 +65,7 @@ RULES: dict[str, tuple[str, dict[str, Any]]] = {  # column -> ([strategy.rule] n
     "bulyan": ("bulyan", {"f": 5}),
     "geometric_median": ("geometric_median", {}),
     "fltrust": ("fltrust", {"root_size": 100}),
-    "clipped_mean": ("clipped_mean", {"max_norm": 1.0}),
+    "clipped_mean": ("clipped_mean", {"max_norm": 0.5}),
     "centered_clipping": ("centered_clipping", {"tau": 0.5}),
     "fltrust_s2": ("fltrust", {"root_size": 100, "bucket_size": 2}),
     "centered_clipping_s2": ("centered_clipping", {"tau": 0.5, "bucket_size": 2}),
@@ -67,17 +74,20 @@ ATTACKS = ["none", "label_flip", "sign_flip", "scaling", "gaussian", "alie", "ip
 REFERENCE = "absent"  # plain mean, attackers silent: the honest members alone
 PARTITIONS = ["iid", "dirichlet"]
 MEMBERS, ATTACKERS = 25, 5
-COST_NAMES = {
+COST_NAMES = {  # row of the cost table -> rule of aggregation_cost.py
     "median": "median",
+    "median (weighted)": "weighted_median",
     "trimmed_mean": "trimmed_mean",
     "krum": "krum",
     "multi_krum": "multi_krum",
     "bulyan": "bulyan",
+    "bulyan (f = 1)": "bulyan_f1",
     "geometric_median": "geometric_median",
     "fltrust": "fltrust",
     "fltrust_s2": "fltrust_bucketed",
     "clipped_mean": "clipped_mean",
     "centered_clipping": "centered_clipping",
+    "centered_clipping (3 iterations)": "centered_clipping_3",
 }
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -272,13 +282,16 @@ def _markdown(
             "seed compares the same seed's runs:",
             "",
         ]
-        lines.append("| attack | best rule | accuracy | clean | gap (points) | gap per seed | met |")
-        lines.append("|---|---|---|---|---|---|---|")
+        lines.append(
+            "| attack | best rule | accuracy | clean | gap (points) | gap per seed | met | plain mean (drop) |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|")
         for attack, g in goal[partition].items():
             per_seed = " / ".join(f"{x:+.1f}" for x in g["gap_per_seed"])
+            drop = 100.0 * (g["clean"] - g["mean"])
             lines.append(
                 f"| {attack} | {g['best_rule']} | {g['best']:.3f} | {g['clean']:.3f} | {g['gap_points']:+.1f} | "
-                f"{per_seed} | {'yes' if g['met'] else '**no**'} |"
+                f"{per_seed} | {'yes' if g['met'] else '**no**'} | {g['mean']:.3f} ({drop:+.1f}) |"
             )
         lines += ["", "Each rule's worst gap to the clean run over the attacks (one rule for every attack):", ""]
         lines.append("| rule | worst gap (points) | under | within 2 points under every attack |")
@@ -364,26 +377,7 @@ def _heatmap(accuracy: dict[str, Any], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 8 rounds, no cost measurement")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--partitions", nargs="*", default=PARTITIONS, choices=PARTITIONS)
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument(
-        "--cost",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="also run aggregation_cost.py at --cost-members x --cost-params",
-    )
-    parser.add_argument("--cost-members", type=int, default=100)
-    parser.add_argument("--cost-params", type=int, default=1_000_000)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.seeds, args.rounds, args.cost = 1, 8, False
-
+def _simulate(args: argparse.Namespace) -> tuple[list[dict[str, Any]], float]:
     jobs = [
         (p, a, r, s, args.rounds) for p in args.partitions for a in ATTACKS for r in RULES for s in range(args.seeds)
     ]
@@ -396,7 +390,40 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs.append(run)
             if i % 20 == 0 or i == len(jobs):
                 print(f"  {i}/{len(jobs)} runs, {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    simulation_seconds = time.perf_counter() - start
+    return runs, time.perf_counter() - start
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 seed, 8 rounds, no cost measurement")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--partitions", nargs="*", default=PARTITIONS, choices=PARTITIONS)
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument(
+        "--cost",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run aggregation_cost.py at --cost-members x --cost-params (default: yes, unless --reuse "
+        "takes a file that has the cost already)",
+    )
+    parser.add_argument("--cost-members", type=int, default=100)
+    parser.add_argument("--cost-params", type=int, default=1_000_000)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--reuse", type=Path, default=None, help="take the runs from this robustness.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seeds, args.rounds, args.cost = 1, 8, False
+
+    earlier: dict[str, Any] = {}
+    if args.reuse is not None:
+        earlier = json.loads(args.reuse.read_text())
+        runs: list[dict[str, Any]] = earlier["runs"]
+        args.seeds, args.rounds = earlier["settings"]["seeds"], earlier["settings"]["rounds"]
+        args.partitions = [p for p in PARTITIONS if any(r["partition"] == p for r in runs)]
+        simulation_seconds = float(earlier.get("simulation_seconds", math.nan))
+    else:
+        runs, simulation_seconds = _simulate(args)
 
     accuracy = _aggregate(runs, "accuracy")
     mean_acc = _aggregate(runs, "accuracy_mean_over_rounds")
@@ -412,11 +439,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         d["attackers"] += r["flagged_attackers"]
         d["honest"] += r["flagged_honest"]
         d["possible"] += ATTACKERS if r["attack"] != "none" else 0
-    cost = _cost(args.cost_members, args.cost_params) if args.cost else None
+    if args.cost is None:
+        args.cost = earlier.get("cost") is None
+    cost = _cost(args.cost_members, args.cost_params) if args.cost else earlier.get("cost")
+    args.cost_source = "measured" if args.cost else ("reused" if cost is not None else "none")
 
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "robustness.json").write_text(
-        json.dumps({"settings": vars(args) | {"out": str(args.out)}, "runs": runs, "cost": cost}, indent=1)
+        json.dumps(
+            {
+                "settings": vars(args)
+                | {"out": str(args.out), "reuse": None if args.reuse is None else str(args.reuse)},
+                "simulation_seconds": round(simulation_seconds, 1),
+                "runs": runs,
+                "cost": cost,
+            },
+            indent=1,
+        )
     )
     (args.out / "robustness.md").write_text(
         _markdown(accuracy, mean_acc, asr, detection, goal, worst, runs, cost, args)
@@ -441,6 +480,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for p, v in goal.items()
         },
         "goal_met": all(g["met"] for v in goal.values() for g in v.values()),
+        "mean_drop_points": {
+            p: {a: round(100.0 * (v[a]["clean"] - v[a]["mean"]), 1) for a in ("scaling", "ipm") if a in v}
+            for p, v in goal.items()
+        },
         "rules_meeting_goal_under_every_attack": {p: [r for r, w in v.items() if w["met"]] for p, v in worst.items()},
         "honest_only_accuracy": {p: v.get(REFERENCE, {}).get("mean") for p, v in accuracy.items()},
         "detection": detection,

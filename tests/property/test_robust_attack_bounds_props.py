@@ -27,11 +27,14 @@ def _malicious(kind: str, honest: np.ndarray, f: int, rng: np.random.Generator, 
     if kind == "ipm":
         return np.tile(IPM(epsilon=scale).craft(honest, n=n, f=f), (f, 1))
     if kind == "sign_flip":
-        return np.stack([SignFlip(factor=scale).transform(honest[i % len(honest)], member=i, rnd=1) for i in range(f)])
-    if kind == "scaling":
-        return np.stack([Scaling(factor=scale).transform(honest[i % len(honest)], member=i, rnd=1) for i in range(f)])
+        flip = SignFlip(factor=scale)
+        return np.stack([flip.transform(honest[i % len(honest)], member=i, rnd=1, n=n, f=f) for i in range(f)])
+    if kind == "scaling":  # the replacement factor n / f: a boosted (here: honest) update
+        boost = Scaling(classes=10)
+        return np.stack([boost.transform(honest[i % len(honest)], member=i, rnd=1, n=n, f=f) for i in range(f)])
     if kind == "gaussian":
-        return np.stack([GaussianNoise(std=scale, seed=3).transform(honest[0], member=i, rnd=1) for i in range(f)])
+        noise = GaussianNoise(std=scale, seed=3)
+        return np.stack([noise.transform(honest[0], member=i, rnd=1, n=n, f=f) for i in range(f)])
     return rng.uniform(-1e6, 1e6, size=(f, honest.shape[1]))
 
 

@@ -12,6 +12,10 @@ of other threads of the process are single-threaded meanwhile.
 
 Results never depend on the number of threads: each chunk's result is kept apart and combined in chunk
 order.
+
+Kernels that pass over a chunk many times can take their work arrays from :func:`scratch`: one buffer per
+name and thread, reused from chunk to chunk of a :func:`parallel_map` (a fresh multi-megabyte array per
+chunk costs its page faults on every first touch) and released when the map ends.
 """
 
 from __future__ import annotations
@@ -23,7 +27,17 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-__all__ = ["chunk_width", "for_column_chunks", "map_column_chunks", "parallel_map", "single_threaded_blas"]
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "chunk_width",
+    "for_column_chunks",
+    "map_column_chunks",
+    "parallel_map",
+    "scratch",
+    "single_threaded_blas",
+]
 
 T = TypeVar("T")
 
@@ -35,6 +49,7 @@ _depth = 0
 _limiter: Any = None
 _controller: Any = None
 _controller_loaded = False
+_local = threading.local()
 
 
 def thread_count() -> int:
@@ -86,9 +101,41 @@ def parallel_map(count: int, work: Callable[[int], T]) -> list[T]:
     """
     threads = min(thread_count(), count)
     if threads <= 1:
-        return [work(k) for k in range(count)]
-    with single_threaded_blas(), ThreadPoolExecutor(max_workers=threads) as pool:
+        owner = not hasattr(_local, "buffers")
+        if owner:
+            _local.buffers = {}
+        try:
+            return [work(k) for k in range(count)]
+        finally:
+            if owner:
+                del _local.buffers
+    with single_threaded_blas(), ThreadPoolExecutor(max_workers=threads, initializer=_start_worker) as pool:
         return list(pool.map(work, range(count)))
+
+
+def _start_worker() -> None:
+    _local.buffers = {}
+
+
+def scratch(name: str, shape: tuple[int, ...], dtype: npt.DTypeLike) -> npt.NDArray[Any]:
+    """A work array of ``shape`` and ``dtype`` (uninitialized) that this thread reuses under ``name`` from
+    one call to the next inside a :func:`parallel_map`; outside one, a fresh array.
+
+    The contents are overwritten by the next call with the same name on the same thread: use it only for
+    values that do not outlive the chunk.
+    """
+    buffers: dict[str, npt.NDArray[Any]] | None = getattr(_local, "buffers", None)
+    kind = np.dtype(dtype)
+    size = 1
+    for extent in shape:
+        size *= extent
+    if buffers is None:
+        return np.empty(shape, dtype=kind)
+    held = buffers.get(name)
+    if held is None or held.dtype != kind or held.size < size:
+        held = np.empty(max(size, 0 if held is None else held.size), dtype=kind)
+        buffers[name] = held
+    return held[:size].reshape(shape)
 
 
 def chunk_width(rows: int, budget_bytes: int | None = None) -> int:

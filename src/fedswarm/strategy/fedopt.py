@@ -2,7 +2,7 @@
 
 The aggregated update (mean, or a robust rule's output) is used as a pseudo-gradient by a server-side
 adaptive optimizer; see :func:`fedswarm.aggregation.fedopt.fedopt_step`. The moments are the strategy's
-state: they serialize with :meth:`state_dict` so a run resumes exactly.
+state: they serialize with :meth:`state_dict` (beside the rule's state) so a run resumes exactly.
 """
 
 from __future__ import annotations
@@ -57,12 +57,12 @@ class FedOpt(Strategy):
         )  # fmt: skip
         return x_new
 
-    def state_dict(self) -> dict[str, npt.NDArray[Any]]:
+    def server_state(self) -> dict[str, npt.NDArray[Any]]:
         if self._m is None or self._v is None:
             return {}
         return {"m": self._m.copy(), "v": self._v.copy()}
 
-    def load_state_dict(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
+    def load_server_state(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
         if not state:
             self._m = self._v = None
             return

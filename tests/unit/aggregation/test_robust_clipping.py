@@ -115,3 +115,58 @@ def test_centered_clipping_settings_outside_bounds(settings: dict[str, Any], mes
     arguments: dict[str, Any] = {"tau": 1.0, "center": np.zeros(2), "iterations": 1} | settings
     with pytest.raises(ConfigurationError, match=f"centered_clipping.*{message}"):
         centered_clipping([[1.0, 2.0]], **arguments)
+
+
+def step_by_step_centered_clipping(updates: np.ndarray, tau: float, center: np.ndarray, iterations: int) -> np.ndarray:
+    """The definition, vectorized: distances and offsets recomputed directly at every step."""
+    v = center.astype(float)
+    for _ in range(iterations):
+        offsets = updates - v
+        norms = np.sqrt(np.einsum("ij,ij->i", offsets, offsets))
+        with np.errstate(divide="ignore"):
+            scale = np.minimum(1.0, tau / norms)
+        v = v + (scale[:, None] * offsets).sum(axis=0) / len(updates)
+    return v
+
+
+@pytest.mark.parametrize("iterations", [2, 4])
+def test_centered_clipping_over_many_chunks_matches_the_step_by_step_definition(iterations: int) -> None:
+    # Several column chunks on the threads; the distances of later steps are updated from the earlier ones.
+    rng = np.random.default_rng(30 + iterations)
+    n, d = 40, 120_001
+    updates = rng.standard_normal((n, d)) * rng.uniform(0.01, 3.0, size=(n, 1)) + 5.0
+    updates[:4] *= 50.0  # far updates are clipped
+    center = np.full(d, 4.0)
+    norms = np.linalg.norm(updates - center, axis=1)
+    tau = float(np.median(norms))
+    expected = step_by_step_centered_clipping(updates, tau, center, iterations)
+    got = centered_clipping(updates, tau=tau, center=center, iterations=iterations)
+    np.testing.assert_allclose(got, expected, rtol=1e-13, atol=1e-13 * float(np.abs(expected).max()))
+
+
+def test_centered_clipping_updates_at_the_new_center_count_as_unclipped() -> None:
+    # Seven identical updates pull the center onto themselves in one step (tau large enough for all); in the
+    # next step their distance is exactly 0 (recomputed, not left to cancellation), so they stay unclipped.
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal(1000) * 1e3 + 1e6
+    updates = np.tile(x, (7, 1))
+    got = centered_clipping(updates, tau=1e9, center=np.zeros(1000), iterations=3)
+    np.testing.assert_allclose(got, x, rtol=1e-15)
+    # the same with a far-away eighth update: the center moves by at most tau / 8 per step towards it
+    far = np.vstack([updates, np.full((1, 1000), -1e8)])
+    tau = 10.0
+    got = centered_clipping(far, tau=tau, center=x, iterations=3)
+    assert np.linalg.norm(got - x) <= 3 * tau / 8 * (1 + 1e-12)
+    np.testing.assert_allclose(got, step_by_step_centered_clipping(far, tau, x, 3), rtol=1e-14)
+
+
+def test_centered_clipping_with_updates_sharing_a_large_offset() -> None:
+    # |x_i| is 10^8 times |x_i - v|: the distances from the expanded form would lose their digits, so they are
+    # recomputed directly; the result stays at float rounding of the definition.
+    rng = np.random.default_rng(32)
+    updates = 1e8 + rng.standard_normal((20, 5000))
+    updates[:3] += 5.0
+    center = np.full(5000, 1e8)
+    tau = 0.5 * float(np.median(np.linalg.norm(updates - center, axis=1)))
+    expected = step_by_step_centered_clipping(updates, tau, center, 3)
+    np.testing.assert_allclose(centered_clipping(updates, tau=tau, center=center, iterations=3), expected, rtol=1e-15)

@@ -120,3 +120,35 @@ def test_weighted_median_with_signed_zeros_ties_and_many_members() -> None:
     weights = rng.integers(0, 50, size=300).astype(float)
     got = median(updates, weights=weights)
     np.testing.assert_array_equal(got, naive_weighted_median(updates, weights))
+
+
+def test_weighted_median_over_several_column_chunks_matches_naive_definition() -> None:
+    # 100 members: column chunks of 5242 on the threads; integer weights make running sums of exactly
+    # half the total common (the median is then averaged with the next value of positive weight).
+    rng = np.random.default_rng(21)
+    n, d = 100, 6_000
+    updates = rng.integers(-20, 21, size=(n, d)).astype(float) + rng.choice([0.0, 0.25], size=(n, d))
+    weights = rng.integers(0, 3, size=n).astype(float)
+    weights[0] += 2.0 - weights.sum() % 2  # an even total: running sums of exactly half are common
+    got = median(updates, weights=weights)
+    expected = naive_weighted_median(updates, weights)
+    np.testing.assert_array_equal(got, expected)
+    total = weights.sum()
+    sorted_weights = [weights[np.argsort(updates[:, j], kind="stable")].cumsum() for j in range(200)]
+    assert any((2 * c == total).any() for c in sorted_weights)
+
+
+def test_weighted_median_agrees_with_the_sorted_cumulative_definition_at_scale() -> None:
+    # An independent vectorized definition (argsort, cumulative sum along each coordinate) on wide input.
+    rng = np.random.default_rng(22)
+    n, d = 37, 40_000
+    updates = rng.standard_normal((n, d)) * rng.uniform(0.1, 10.0, size=(n, 1))
+    weights = rng.uniform(0.0, 2.0, size=n)
+    order = np.argsort(updates, axis=0, kind="stable")
+    cumulative = np.cumsum(weights[order], axis=0)
+    half = 0.5 * cumulative[-1]
+    lo = (cumulative < half).sum(axis=0)
+    hi = (cumulative <= half).sum(axis=0)
+    cols = np.arange(d)
+    expected = 0.5 * updates[order[lo, cols], cols] + 0.5 * updates[order[hi, cols], cols]
+    np.testing.assert_array_equal(median(updates, weights=weights), expected)

@@ -20,7 +20,7 @@ KEYS = {
 }  # fmt: skip
 
 
-def _spec(kind: str | None, partition: str = "iid") -> Any:
+def _spec(kind: str | None, partition: str = "iid", parameters: dict[str, Any] | None = None) -> Any:
     raw: dict[str, Any] = {
         "federation": {"name": "d", "members": 12, "rounds": 5, "seed": 2},
         "data": {"dataset": "digits", "partition": partition, "alpha": 0.5},
@@ -29,13 +29,22 @@ def _spec(kind: str | None, partition: str = "iid") -> Any:
         "evaluation": {"members": "none"},
     }
     if kind is not None:
-        raw["attack"] = {"kind": kind, "members": 3}
+        raw["attack"] = {"kind": kind, "members": 3, "parameters": parameters or {}}
     return parse_spec(raw)
 
 
-@pytest.mark.parametrize("kind", ["scaling", "sign_flip"])
-def test_attackers_are_flagged_and_honest_members_are_not(kind: str, tmp_path: Path) -> None:
-    spec = _spec(kind)
+@pytest.mark.parametrize(
+    ("kind", "parameters"),
+    [
+        ("scaling", {"factor": 12.0}),  # model replacement, each attacker at n / eta (as if it were alone)
+        ("scaling", {"factor": 25.0, "poison": "none"}),  # a boosted honest update
+        ("sign_flip", {}),
+    ],
+)
+def test_attackers_are_flagged_and_honest_members_are_not(
+    kind: str, parameters: dict[str, Any], tmp_path: Path
+) -> None:
+    spec = _spec(kind, parameters=parameters)
     assert spec.attack is not None
     attackers = {f"member-{m:05d}" for m in choose_attackers(spec.attack, members=12, seed=2)}
     res = run_simulation(spec, out_dir=tmp_path)

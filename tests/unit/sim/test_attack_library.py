@@ -21,11 +21,13 @@ from fedswarm.sim.attacks import (
     AttackReport,
     Backdoor,
     LabelFlip,
+    Scaling,
     alie_z,
     build_attack,
     build_attack_part,
     choose_attackers,
 )
+from fedswarm.sim.attacks.scaling import replacement_factor
 from fedswarm.sim.engine import run_simulation
 from fedswarm.spec import robust_extension
 from fedswarm.spec.robustness import AttackSpec
@@ -85,9 +87,9 @@ def honest() -> dict[int, np.ndarray]:
     return _rows(_raw())[0]
 
 
-def test_sign_flip_negates_and_scaling_scales(honest: dict[int, np.ndarray]) -> None:
+def test_sign_flip_negates_and_boosting_an_honest_update_scales_it(honest: dict[int, np.ndarray]) -> None:
     flipped, _, _ = _rows(_raw({"kind": "sign_flip"}))
-    scaled, _, _ = _rows(_raw({"kind": "scaling", "parameters": {"factor": 3.0}}))
+    scaled, _, _ = _rows(_raw({"kind": "scaling", "parameters": {"factor": 3.0, "poison": "none"}}))
     for m in honest:
         if m in ATTACKERS:
             np.testing.assert_array_equal(flipped[m], -honest[m])
@@ -95,6 +97,55 @@ def test_sign_flip_negates_and_scaling_scales(honest: dict[int, np.ndarray]) -> 
         else:
             np.testing.assert_array_equal(flipped[m], honest[m])
             np.testing.assert_array_equal(scaled[m], honest[m])
+
+
+def test_model_replacement_scales_a_label_flipped_update_by_n_over_f_eta(honest: dict[int, np.ndarray]) -> None:
+    poisoned, _, _ = _rows(_raw({"kind": "label_flip"}))  # the attackers' updates trained on y -> 9 - y
+    replaced, _, _ = _rows(_raw({"kind": "scaling"}))  # 8 members, 2 attackers, server lr 1: gamma = 4
+    raw = _raw({"kind": "scaling"})
+    raw["strategy"]["server_lr"] = 2.0  # gamma = 8 / (2 * 2) = 2 (round 1 starts from the same model)
+    half, _, _ = _rows(raw)
+    fixed, _, _ = _rows(_raw({"kind": "scaling", "parameters": {"factor": 10.0}}))
+    for m in honest:
+        if m in ATTACKERS:
+            assert not np.array_equal(poisoned[m], honest[m])
+            np.testing.assert_array_equal(replaced[m], 4.0 * poisoned[m])
+            np.testing.assert_array_equal(half[m], 2.0 * poisoned[m])
+            np.testing.assert_array_equal(fixed[m], 10.0 * poisoned[m])
+        else:
+            for rows in (replaced, half, fixed):
+                np.testing.assert_array_equal(rows[m], honest[m])
+
+
+def test_replacement_factor_and_poisoned_data_by_hand() -> None:
+    assert replacement_factor(25, 5, server_lr=1.0) == 5.0
+    assert replacement_factor(25, 1, server_lr=1.0) == 25.0  # one attacker: Bagdasaryan et al.'s n / eta
+    assert replacement_factor(10, 2, server_lr=0.5) == 10.0
+    attack = Scaling(classes=10, server_lr=0.5)
+    update = np.array([1.0, -2.0, 0.25])
+    np.testing.assert_array_equal(attack.transform(update, member=0, rnd=1, n=10, f=2), [10.0, -20.0, 2.5])
+    np.testing.assert_array_equal(
+        Scaling(classes=10, factor=3.0).transform(update, member=0, rnd=1, n=10, f=2), [3.0, -6.0, 0.75]
+    )
+    train = Arrays(np.arange(6.0).reshape(3, 2), np.array([0, 4, 9]))
+    flipped = attack.poison(7, train)
+    assert flipped.y.tolist() == [9, 5, 0] and (flipped.x == train.x).all()
+    kept = Scaling(classes=10, poison="none").poison(7, train)
+    assert kept.y.tolist() == [0, 4, 9]
+    assert attack.describe() == {"factor": "n / (f * 0.5)", "poison": "label_flip"}
+
+
+def test_model_replacement_collapses_the_mean_and_norm_bounding_contains_it() -> None:
+    raw = _raw({"kind": "scaling"}, rounds=6, members=10)
+    raw["attack"]["members"] = [1, 4]  # gamma = 10 / 2 = 5
+    raw["robustness"] = {"detection": {"enabled": False}}
+    clean = run_simulation(parse_spec(_raw(rounds=6, members=10)), write_outputs=False)
+    attacked = run_simulation(parse_spec(raw), write_outputs=False)
+    raw["strategy"]["rule"] = {"name": "clipped_mean", "options": {"max_norm": 0.5}}
+    bounded = run_simulation(parse_spec(raw), write_outputs=False)
+    clean_acc = clean.summary["final"]["accuracy"]
+    assert attacked.summary["final"]["accuracy"] < clean_acc - 0.3
+    assert bounded.summary["final"]["accuracy"] > clean_acc - 0.1
 
 
 def test_free_rider_sends_a_zero_update_and_claims_its_examples(honest: dict[int, np.ndarray]) -> None:
@@ -206,6 +257,8 @@ def test_attackers_are_chosen_by_seed() -> None:
     [
         ({"kind": "sign_flip", "members": 1, "parameters": {"scale": 2.0}}, "attack.parameters.scale"),
         ({"kind": "scaling", "members": 1, "parameters": {"factor": -1.0}}, "attack.parameters.factor"),
+        ({"kind": "scaling", "members": 1, "parameters": {"poison": "random"}}, "attack.parameters.poison"),
+        ({"kind": "scaling", "members": 1, "parameters": {"poison": 1}}, "attack.parameters.poison"),
         ({"kind": "label_flip", "members": 1, "parameters": {"source": 3}}, "attack.parameters.target"),
         ({"kind": "label_flip", "members": 1, "parameters": {"source": 3, "target": 10}}, "attack.parameters.target"),
         ({"kind": "backdoor", "members": 1, "parameters": {"features": [64]}}, "attack.parameters.features"),

@@ -12,8 +12,13 @@ and norm bounding (``clipped_mean``) use them by default, as FedAvg does.
 Every robust rule takes ``bucket_size`` (default 1: off): the round's updates are first averaged in random
 buckets of that size and the rule aggregates the bucket means (bucketing, Karimireddy, He and Jaggi 2022,
 for heterogeneous data; :mod:`fedswarm.aggregation.bucketing`). The buckets of the ``k``-th aggregation
-(round ``k`` of a run) are drawn from ``(bucket_seed, k)``, so a replay from the first round draws the
-same buckets.
+(round ``k`` of a run) are drawn from ``(bucket_seed, k)`` (the spec builder passes the run seed), so a
+replay from the first round draws the same buckets.
+
+A rule's state (the aggregation counter that seeds its buckets; centered clipping's center) serializes
+with ``state_dict()`` as named arrays, and :meth:`fedswarm.strategy.base.Strategy.state_dict` includes it,
+so a run resumed from a saved state, or continued by another leader, aggregates exactly as one that never
+stopped.
 
 Two rules carry per-round state or inputs:
 
@@ -26,6 +31,7 @@ Two rules carry per-round state or inputs:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +50,7 @@ from fedswarm.aggregation import (
     multi_krum,
     trimmed_mean,
 )
+from fedswarm.core.errors import ConfigurationError
 from fedswarm.rounds.robust.server_update import take_server_update
 
 __all__ = [
@@ -87,12 +94,39 @@ class _Bucketed:
             weights=weights if weighted else None,
         )
 
-    def state_dict(self) -> dict[str, Vector]:
+    def state_dict(self) -> dict[str, npt.NDArray[Any]]:
         """The number of aggregations so far (it seeds the next round's buckets)."""
-        return {"aggregations": np.array([self.aggregations], dtype=np.float64)}
+        return {"aggregations": np.array([self.aggregations], dtype=np.int64)}
 
-    def load_state_dict(self, state: dict[str, Vector]) -> None:
-        self.aggregations = int(state["aggregations"][0]) if "aggregations" in state else 0
+    def load_state_dict(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
+        """Restore :meth:`state_dict` (an empty mapping: no aggregation yet).
+
+        Raises
+        ------
+        ConfigurationError
+            An unknown key, or a counter that is not one non-negative integer.
+        """
+        _check_keys(self, state, self._state_keys())
+        self.aggregations = _counter(state["aggregations"]) if "aggregations" in state else 0
+
+    def _state_keys(self) -> frozenset[str]:
+        return frozenset({"aggregations"})
+
+
+def _check_keys(rule: object, state: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(state) - allowed)
+    if unknown:
+        raise ConfigurationError(f"state of rule {getattr(rule, 'name', '?')!r}: unknown keys {unknown}")
+
+
+def _counter(value: npt.ArrayLike) -> int:
+    arr = np.asarray(value)
+    if arr.size != 1 or not np.isfinite(arr).all() or float(arr.reshape(-1)[0]) < 0:
+        raise ConfigurationError(f"rule state: aggregations must be one non-negative integer, got {arr!r}")
+    x = float(arr.reshape(-1)[0])
+    if x != int(x):
+        raise ConfigurationError(f"rule state: aggregations must be an integer, got {x}")
+    return int(x)
 
 
 @dataclass(slots=True)
@@ -223,15 +257,27 @@ class CenteredClippingRule(_Bucketed):
         self.center = out.copy()
         return out
 
-    def state_dict(self) -> dict[str, Vector]:
+    def state_dict(self) -> dict[str, npt.NDArray[Any]]:
+        """The aggregation counter, and the center once there is one."""
         state = _Bucketed.state_dict(self)
         if self.center is not None:
             state["center"] = self.center.copy()
         return state
 
-    def load_state_dict(self, state: dict[str, Vector]) -> None:
+    def load_state_dict(self, state: Mapping[str, npt.NDArray[Any]]) -> None:
         _Bucketed.load_state_dict(self, state)
-        self.center = np.asarray(state["center"], dtype=np.float64).copy() if "center" in state else None
+        if "center" not in state:
+            self.center = None
+            return
+        center = np.asarray(state["center"], dtype=np.float64)
+        if center.ndim != 1 or not np.isfinite(center).all():
+            raise ConfigurationError(
+                f"state of rule 'centered_clipping': center must be a finite 1-D array, got {center.shape}"
+            )
+        self.center = center.copy()
+
+    def _state_keys(self) -> frozenset[str]:
+        return frozenset({"aggregations", "center"})
 
 
 @dataclass(slots=True)

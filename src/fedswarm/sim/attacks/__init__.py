@@ -17,7 +17,7 @@ from fedswarm.sim.attacks.gaussian import GaussianNoise
 from fedswarm.sim.attacks.ipm import IPM
 from fedswarm.sim.attacks.label_flip import LabelFlip
 from fedswarm.sim.attacks.registry import PARAMETERS, build_attack
-from fedswarm.sim.attacks.scaling import Scaling
+from fedswarm.sim.attacks.scaling import Poison, Scaling, replacement_factor
 from fedswarm.sim.attacks.sign_flip import SignFlip
 from fedswarm.spec.robust_extension import register_attack_builder
 
@@ -36,10 +36,12 @@ __all__ = [
     "FreeRide",
     "GaussianNoise",
     "LabelFlip",
+    "Poison",
     "Scaling",
     "SignFlip",
     "alie_z",
     "build_attack",
     "build_attack_part",
     "choose_attackers",
+    "replacement_factor",
 ]

@@ -64,7 +64,7 @@ class Backdoor(Attack):
         y = np.concatenate([train.y, np.full(k, self.target, dtype=train.y.dtype)])
         return Arrays(x, y)
 
-    def transform(self, update: Vector, *, member: int, rnd: int) -> Vector:
+    def transform(self, update: Vector, *, member: int, rnd: int, n: int, f: int) -> Vector:
         return self.boost * update if self.boost != 1.0 else update
 
     def triggered_holdout(self, holdout: Arrays) -> Arrays:

@@ -48,9 +48,12 @@ class Attack:
         del member
         return train
 
-    def transform(self, update: Vector, *, member: int, rnd: int) -> Vector:
-        """The update the attacker sends, from the one its training produced (default: unchanged)."""
-        del member, rnd
+    def transform(self, update: Vector, *, member: int, rnd: int, n: int, f: int) -> Vector:
+        """The update the attacker sends, from the one its training produced (default: unchanged).
+
+        ``n`` is the number of members selected in round ``rnd`` and ``f`` the number of attackers among them.
+        """
+        del member, rnd, n, f
         return update
 
     def craft(self, honest: Matrix, *, n: int, f: int) -> Vector:

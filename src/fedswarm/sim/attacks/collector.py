@@ -142,7 +142,7 @@ class AttackCollector:
         replies: dict[int, Any] = dict((yield Exchange("fit", rnd, honest))) if honest else {}
         honest_rows = [replies[m].update for m in sorted(honest) if isinstance(replies.get(m), FitReply)]
         for m in active:
-            replies[m] = self._attacker_reply(m, requests[m], rnd, member_name)
+            replies[m] = self._attacker_reply(m, requests[m], rnd, member_name, n=len(requests), f=len(active))
         if self.attack.omniscient:
             d = requests[active[0]].parameters.schema.size
             matrix = np.stack(honest_rows) if honest_rows else np.zeros((1, d))
@@ -160,7 +160,7 @@ class AttackCollector:
         return replies
 
     def _attacker_reply(
-        self, member: int, request: FitRequest, rnd: int, member_name: Callable[[int], str]
+        self, member: int, request: FitRequest, rnd: int, member_name: Callable[[int], str], *, n: int, f: int
     ) -> FitReply | Dropout:
         start = time.perf_counter()
         attack = self.attack
@@ -174,7 +174,7 @@ class AttackCollector:
             update, metrics = self.runtime.train(request, attack.poison(member, train))
         else:
             update = np.zeros(request.parameters.schema.size)
-        update = np.asarray(attack.transform(update, member=member, rnd=rnd), dtype=np.float64)
+        update = np.asarray(attack.transform(update, member=member, rnd=rnd, n=n, f=f), dtype=np.float64)
         return FitReply(
             update=update,
             num_examples=len(train),

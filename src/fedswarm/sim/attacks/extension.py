@@ -82,7 +82,13 @@ def build_attack_part(spec: Spec, info: DataInfo, members: int) -> AttackPart:
     """The attack of ``spec.attack``: attackers chosen by seed, the collector wrapper and the report."""
     assert spec.attack is not None
     seed = spec.federation.seed
-    attack = build_attack(spec.attack, info, seed=seed, data_max=lambda: float(np.max(load_data(spec).x)))
+    attack = build_attack(
+        spec.attack,
+        info,
+        seed=seed,
+        data_max=lambda: float(np.max(load_data(spec).x)),
+        server_lr=spec.strategy.server_lr,
+    )
     attackers = choose_attackers(spec.attack, members=members, seed=seed)
     runtime = AttackerRuntime(lambda: build_task(spec, info), lambda: build_data(spec))
     from_round = spec.attack.from_round

@@ -17,5 +17,5 @@ class FreeRide(Attack):
     kind: ClassVar[str] = "free_ride"
     trains: ClassVar[bool] = False
 
-    def transform(self, update: Vector, *, member: int, rnd: int) -> Vector:
+    def transform(self, update: Vector, *, member: int, rnd: int, n: int, f: int) -> Vector:
         return np.zeros_like(update)

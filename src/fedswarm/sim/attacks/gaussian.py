@@ -23,7 +23,7 @@ class GaussianNoise(Attack):
         self.std = std
         self.seed = seed
 
-    def transform(self, update: Vector, *, member: int, rnd: int) -> Vector:
+    def transform(self, update: Vector, *, member: int, rnd: int, n: int, f: int) -> Vector:
         rng = np.random.default_rng([self.seed, _NOISE_STREAM, rnd, member])
         return rng.normal(0.0, self.std, size=update.shape)
 

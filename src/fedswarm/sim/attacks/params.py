@@ -40,6 +40,12 @@ class AttackParameters:
             raise self.fail(key, f"must be a finite number{' > 0' if positive else ''}, got {x:g}")
         return x
 
+    def choice(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = self.values.get(key, default)
+        if not isinstance(value, str) or value not in allowed:
+            raise self.fail(key, f"must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
+        return value
+
     def fraction(self, key: str, default: float) -> float:
         x = self.real(key, default)
         if not 0.0 < x <= 1.0:

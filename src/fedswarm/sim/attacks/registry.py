@@ -4,7 +4,7 @@
 |---|---|
 | ``label_flip`` | ``source``, ``target`` (unset: every label ``y`` becomes ``C - 1 - y``) |
 | ``sign_flip`` | ``factor`` (1.0): sends ``-factor * update`` |
-| ``scaling`` | ``factor`` (25.0): sends ``factor * update`` |
+| ``scaling`` | ``poison`` (``"label_flip"``; ``"none"``: its own update), ``factor`` (``n / (f * server_lr)``): model replacement, sends ``factor * update`` of its poisoned training |
 | ``gaussian`` | ``std`` (1.0): sends N(0, std^2) noise |
 | ``alie`` | ``z`` (Baruch et al.'s value for the round's n and f) |
 | ``ipm`` | ``epsilon`` (5.0): sends ``-epsilon * mean(honest)`` |
@@ -36,7 +36,7 @@ __all__ = ["PARAMETERS", "build_attack"]
 PARAMETERS: dict[str, tuple[str, ...]] = {
     "label_flip": ("source", "target"),
     "sign_flip": ("factor",),
-    "scaling": ("factor",),
+    "scaling": ("factor", "poison"),
     "gaussian": ("std",),
     "alie": ("z",),
     "ipm": ("epsilon",),
@@ -46,8 +46,11 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
 }
 
 
-def build_attack(attack: AttackSpec, info: DataInfo, *, seed: int, data_max: Callable[[], float]) -> Attack:
-    """The attack of ``[attack]``; ``data_max`` gives the largest feature value (the backdoor's default trigger).
+def build_attack(
+    attack: AttackSpec, info: DataInfo, *, seed: int, data_max: Callable[[], float], server_lr: float = 1.0
+) -> Attack:
+    """The attack of ``[attack]``; ``data_max`` gives the largest feature value (the backdoor's default trigger),
+    ``server_lr`` the strategy's server learning rate (the model-replacement scale of ``scaling``).
 
     Raises
     ------
@@ -61,7 +64,7 @@ def build_attack(attack: AttackSpec, info: DataInfo, *, seed: int, data_max: Cal
     if kind == "sign_flip":
         return build_sign_flip(p)
     if kind == "scaling":
-        return build_scaling(p)
+        return build_scaling(p, classes=info.num_classes, server_lr=server_lr)
     if kind == "gaussian":
         return build_gaussian(p, seed=seed)
     if kind == "alie":

@@ -17,7 +17,7 @@ class SignFlip(Attack):
     def __init__(self, *, factor: float = 1.0) -> None:
         self.factor = factor
 
-    def transform(self, update: Vector, *, member: int, rnd: int) -> Vector:
+    def transform(self, update: Vector, *, member: int, rnd: int, n: int, f: int) -> Vector:
         return -self.factor * update
 
     def describe(self) -> dict[str, Any]:
