@@ -77,3 +77,24 @@ name = "median"
     anomalies = [a["member"] for r in fed.history() for a in r["annotations"]["anomalies"]]
     assert anomalies == [a["member"] for row in simulated.history for a in row["anomalies"]]
     assert anomalies == ["member-00003"] * 3
+
+
+def test_stateful_rule_continues_across_rotating_swarm_leaders(tmp_path: Path) -> None:
+    # Centered clipping keeps its center and bucketing its round counter in the strategy's state; in a
+    # swarm each round's leader loads that state from the previous commit, so the models equal simulate's
+    # only if the state travels with the commits. tau is small so that clipping is active: without it the
+    # output is the plain mean whatever the center.
+    extra = """
+[strategy.rule]
+name = "centered_clipping"
+options = { tau = 0.01, bucket_size = 2 }
+"""
+    spec = extension_spec(tmp_path, extra, name="stateful-rule", members=4, rounds=4, topology="swarm")
+    fed = run_local_federation(spec, out_dir=tmp_path / "up", timeout=120)
+    summary = report(spec, fed, seconds=1.0)
+    simulated = run_simulation(spec, out_dir=tmp_path / "sim")
+
+    leaders = [r["leader"] for r in fed.history()]
+    assert len(leaders) == 4 and len(set(leaders)) > 1, leaders
+    assert [r["model_digest"] for r in fed.history()] == [row["model_digest"] for row in simulated.history]
+    assert summary["final_model_digest"] == simulated.summary["final_model_digest"]
