@@ -134,7 +134,8 @@ def test_anchor_and_verify_anchored(run_dir: Path, tmp_path: Path) -> None:
 
 
 def _logical_content(folder: Path) -> tuple[object, ...] | None:
-    """Every row of every ledger table and every object file, or None if the database cannot be read."""
+    """Every row of every ledger table (packed objects included) and every object file, or None if the
+    database cannot be read."""
     try:
         conn = sqlite3.connect(f"file:{folder / DB_NAME}?mode=ro", uri=True)
         try:
@@ -143,7 +144,7 @@ def _logical_content(folder: Path) -> tuple[object, ...] | None:
             schema = tuple(conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall())
         finally:
             conn.close()
-    except sqlite3.Error:
+    except (sqlite3.Error, UnicodeDecodeError):  # a text column damaged into invalid UTF-8 is unreadable too
         return None
     objects = tuple(
         (str(p.relative_to(folder)), hashlib.sha256(p.read_bytes()).hexdigest())
@@ -156,7 +157,7 @@ def _logical_content(folder: Path) -> tuple[object, ...] | None:
 def _difference(before: tuple[object, ...], after: tuple[object, ...] | None) -> str:
     if after is None:
         return "unreadable"
-    names = [*TABLES, "schema", "objects"]
+    names = [*TABLES, "schema", "object files"]
     flat_before = [*before[0], before[1], before[2]]  # type: ignore[misc]
     flat_after = [*after[0], after[1], after[2]]  # type: ignore[misc]
     for name, a, b in zip(names, flat_before, flat_after, strict=True):

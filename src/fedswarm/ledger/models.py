@@ -1,11 +1,19 @@
 """Content-addressed storage of model versions and updates beside the log.
 
-An object is a file whose name is the SHA-256 of its bytes: ``objects/ab/cdef....safetensors`` for the
-digest ``abcdef...`` (the first two hex digits name a folder, so no folder grows beyond 1/256 of the
-objects). Parameters are stored as canonical safetensors (:mod:`fedswarm.codec.tensors`), so an object's
-name is exactly the digest the ledger records for that model or update. Files are written to a temporary
-name, flushed to disk and renamed into place, so a crash leaves either the whole object or none (and at
-most a ``.tmp`` file, which readers ignore).
+An object is named by the SHA-256 of its bytes and lives in one of two places:
+
+* a **file** ``objects/ab/cdef....safetensors`` for the digest ``abcdef...`` (the first two hex digits
+  name a folder, so no folder grows beyond 1/256 of the objects), written by :meth:`ObjectStore.put_bytes`
+  to a temporary name, optionally flushed to disk, and renamed into place, so a crash leaves either the
+  whole object or none (and at most a ``.tmp`` file, which readers ignore). Nodes keep their models
+  this way (a model received as a file is linked into place, not copied);
+* a **row** of the ``objects`` table of the ledger database (:mod:`fedswarm.ledger.packed`, ledger
+  format 2), written by :class:`~fedswarm.ledger.writer.LedgerWriter` in the transaction of the entries
+  that name it. A simulated run stores its models and retained updates this way.
+
+Parameters are stored as canonical safetensors (:mod:`fedswarm.codec.tensors`), so an object's name is
+exactly the digest the ledger records for that model or update. Readers look in both places; every read
+checks the bytes against the digest.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from fedswarm.codec.tensors import decode as decode_parameters
 from fedswarm.codec.tensors import encode as encode_parameters
 from fedswarm.core.errors import VerificationError
 from fedswarm.core.parameters import Parameters
+from fedswarm.ledger.packed import PackedObjects
 
 __all__ = ["SUFFIX", "ObjectStore"]
 
@@ -28,31 +37,39 @@ _DIGEST = re.compile(r"[0-9a-f]{64}\Z")
 
 
 class ObjectStore:
-    """A folder of content-addressed objects.
+    """Content-addressed objects: files in a folder and, for a format-2 ledger, rows of its database.
 
     Parameters
     ----------
     root
-        The ``objects`` folder (created on the first write).
+        The ``objects`` folder (created on the first file written).
     durable
-        Flush each object to disk (``fsync``) before renaming it into place.
+        Flush each object file to disk (``fsync``) before renaming it into place.
+    packed
+        The ledger database's table of packed objects, if it has one.
     """
 
-    __slots__ = ("_durable", "_folders", "_root", "_root_text")
+    __slots__ = ("_durable", "_folders", "_packed", "_root", "_root_text")
 
-    def __init__(self, root: Path, *, durable: bool = True) -> None:
+    def __init__(self, root: Path, *, durable: bool = True, packed: PackedObjects | None = None) -> None:
         self._root = Path(root)
         self._root_text = os.fspath(self._root)
         self._durable = durable
         self._folders: set[str] = set()
+        self._packed = packed
 
     @property
     def root(self) -> Path:
         """The objects folder."""
         return self._root
 
+    @property
+    def packed(self) -> PackedObjects | None:
+        """The table of packed objects (``None`` for a format-1 ledger or a bare folder)."""
+        return self._packed
+
     def path(self, digest: str) -> Path:
-        """Where the object with ``digest`` lives (whether or not it exists).
+        """Where the file of the object with ``digest`` lives or would live (a packed object has none).
 
         Raises
         ------
@@ -64,11 +81,13 @@ class ObjectStore:
         return self._root / digest[:2] / (digest[2:] + SUFFIX)
 
     def has(self, digest: str) -> bool:
-        """Whether the object is stored."""
-        return self.path(digest).is_file()
+        """Whether the object is stored (as a file or packed)."""
+        if self.path(digest).is_file():
+            return True
+        return self._packed is not None and self._packed.has(digest)
 
     def put_bytes(self, data: bytes) -> str:
-        """Store ``data`` (a no-op when it is already there) and return its digest."""
+        """Store ``data`` as a file (a no-op when that file is there) and return its digest."""
         digest = hashlib.sha256(data).hexdigest()
         folder = os.path.join(self._root_text, digest[:2])
         target = os.path.join(folder, digest[2:] + SUFFIX)
@@ -102,16 +121,20 @@ class ObjectStore:
         KeyError
             If the object is not stored.
         VerificationError
-            If the file's content does not hash to ``digest``.
+            If the stored content does not hash to ``digest``.
         """
         path = self.path(digest)
+        where = str(path)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise KeyError(digest) from None
+            packed = self._packed.get(digest) if self._packed is not None else None
+            if packed is None or self._packed is None:
+                raise KeyError(digest) from None
+            data, where = packed, f"{digest} (packed in {self._packed.database})"
         actual = hashlib.sha256(data).hexdigest()
         if actual != digest:
-            raise VerificationError(f"object {path}: content hashes to {actual}, not to its name {digest}")
+            raise VerificationError(f"object {where}: content hashes to {actual}, not to its name {digest}")
         return data
 
     def get_parameters(self, digest: str) -> Parameters:
@@ -120,7 +143,13 @@ class ObjectStore:
         return decode_parameters(self.get_bytes(digest), source=str(path))
 
     def digests(self) -> Iterator[str]:
-        """Digests of the stored objects, in sorted order (temporary files skipped)."""
+        """Digests of the stored objects (files and packed), in sorted order, each once (temporary files skipped)."""
+        found = set(self._file_digests())
+        if self._packed is not None:
+            found.update(self._packed.digests())
+        yield from sorted(found)
+
+    def _file_digests(self) -> Iterator[str]:
         if not self._root.is_dir():
             return
         for folder in sorted(self._root.iterdir()):
@@ -142,6 +171,47 @@ class ObjectStore:
             self.get_bytes(digest)
         except KeyError:
             raise VerificationError(f"object {digest} is missing from {self._root}") from None
+
+    def verify_all(self) -> int:
+        """Check every stored object, file and packed row alike; return how many distinct digests there are.
+
+        Packed rows are read from the table itself, so a row whose name or content was altered is found
+        even where the table's index still holds the original name.
+
+        Raises
+        ------
+        VerificationError
+            At the first object whose content does not hash to its name, or a packed row that is not
+            named by a digest or does not hold bytes.
+        """
+        seen: set[str] = set()
+        for digest in self._file_digests():
+            self.verify(digest)
+            seen.add(digest)
+        if self._packed is not None:
+            database = self._packed.database
+            for row in self._packed.rows():
+                name = row.name.decode("ascii", "replace")
+                if row.name_type != "text" or not _DIGEST.match(name):
+                    raise VerificationError(
+                        f"{database}: a packed object is named {name[:80]!r} ({row.name_type}), not by a digest"
+                    )
+                if row.data_type != "blob":
+                    raise VerificationError(
+                        f"packed object {name} in {database}: stored as {row.data_type}, not a blob"
+                    )
+                actual = hashlib.sha256(row.data).hexdigest()
+                if actual != name:
+                    raise VerificationError(
+                        f"packed object {name} in {database}: content hashes to {actual}, not to its name"
+                    )
+                seen.add(name)
+        return len(seen)
+
+    def close(self) -> None:
+        """Close the packed table's reading connection, if one was opened."""
+        if self._packed is not None:
+            self._packed.close()
 
     def stray_files(self) -> list[Path]:
         """Files in the objects folder that are not objects (misnamed files; ``.tmp`` leftovers excluded)."""

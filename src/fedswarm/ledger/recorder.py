@@ -12,7 +12,7 @@ stored as objects.
 :func:`fedswarm.codec.tensors.digest` of ``Parameters.unflatten(row, schema64)``, where ``schema64`` is the
 model's schema with every dtype replaced by little-endian float64: the canonical safetensors bytes of the
 update as named float64 tensors. ``bytes`` is the length of that encoding and ``norm`` the L2 norm of the
-row. A retained update is stored as exactly those bytes, so ``objects/`` holds it under its digest.
+row. A retained update is stored as exactly those bytes, so the ledger holds it under its digest.
 
 **Annotations.** When the outcome carries ``annotations`` (set by round extensions), flagged updates in
 ``annotations["anomalies"]`` become ``anomaly_flagged`` entries and the budget in
@@ -21,14 +21,14 @@ row. A retained update is stored as exactly those bytes, so ``objects/`` holds i
 **Keys.** In simulation every party's key is derived from the seed (:mod:`fedswarm.ledger.simkeys`):
 the ledger is verifiable but proves integrity only, not who acted.
 
-**Background writing.** On Linux the writing (hashing, signing, cosigning, object files, SQLite) runs by
+**Background writing.** On Linux the writing (encoding, hashing, signing, cosigning, SQLite) runs by
 default in a forked writer process (:func:`fedswarm.ledger.recorder_core.serve`) fed through a queue, so
 it overlaps with training on a second core; this process only turns each round into plain data (a copy
 of the accepted updates as one float64 matrix, names, metrics and the model's bytes): encoding, hashing
-and storing each update happen in the writer. Forking, unlike spawning, does not re-import the caller's
-main module, so scripts without a main guard keep working. ``close`` waits for the writer to finish and
-raises :class:`LedgerRecorderError` if it failed. With ``background=False`` (and on other platforms)
-everything happens in this process.
+and storing each update happen in the writer, which commits a round's entries and objects in one
+transaction. Forking, unlike spawning, does not re-import the caller's main module, so scripts without a
+main guard keep working. ``close`` waits for the writer to finish and raises :class:`LedgerRecorderError`
+if it failed. With ``background=False`` (and on other platforms) everything happens in this process.
 
 The recorder depends on no higher layer: it reads the run's start, outcomes and settings through the
 small protocols below, which :class:`fedswarm.rounds.observer.RunStart`,

@@ -1,18 +1,19 @@
 """The writing half of the ledger recorder: plain records in, signed entries, objects and checkpoints out.
 
 :class:`RecorderCore` receives :class:`StartRecord` and :class:`RoundRecord` values (plain, picklable data
-prepared by :class:`~fedswarm.ledger.recorder.LedgerRecorder`) and writes them: objects first, then the
-round's entries in one transaction, then, every ``checkpoint_every`` rounds, a tree head signed by the
-coordinator and cosigned by a quorum of members (each cosigner checks the consistency proof from the
-previous checkpoint first). :func:`serve` runs a core in a separate process, fed through a queue.
+prepared by :class:`~fedswarm.ledger.recorder.LedgerRecorder`) and writes them: the round's entries and
+objects (its model and retained updates, packed in the database) in one transaction, then, every
+``checkpoint_every`` rounds, a tree head signed by the coordinator and cosigned by a quorum of members
+(each cosigner checks the consistency proof from the previous checkpoint first). :func:`serve` runs a
+core in a separate process, fed through a queue.
 """
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import queue
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -21,10 +22,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedswarm.codec.tensors import digest as tensor_digest
-from fedswarm.codec.tensors import encode as encode_parameters
 from fedswarm.codec.tensors import encoded_size
-from fedswarm.core.parameters import Parameters, Schema
+from fedswarm.core.parameters import Schema
 from fedswarm.ledger.checkpoint import Checkpoint, TreeHead, cosign_many, quorum_size, sign_tree_head
 from fedswarm.ledger.entries import (
     AggregateCommitted,
@@ -39,17 +38,14 @@ from fedswarm.ledger.entries import (
     UpdateSubmitted,
 )
 from fedswarm.ledger.merkle import verify_consistency
-from fedswarm.ledger.models import ObjectStore
 from fedswarm.ledger.simkeys import SimulationKeys
 from fedswarm.ledger.store import Durability, LedgerStore
+from fedswarm.ledger.update_bytes import encode_rows
 from fedswarm.ledger.writer import LedgerWriter
 
 __all__ = ["COORDINATOR", "RecorderCore", "RoundRecord", "StartRecord", "Submission", "UpdateRows", "serve"]
 
 COORDINATOR = "coordinator"
-_PARALLEL_OBJECTS = 4
-"""A round with at least this many objects to store writes them on threads."""
-_OBJECT_THREADS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +94,12 @@ class UpdateRows:
     def submissions(self) -> tuple[Submission, ...]:
         """The rows as :class:`Submission` values (canonical bytes or digest, L2 norm, size)."""
         size = encoded_size(self.schema)
+        encoded = encode_rows(self.rows, self.schema) if len(self.members) else []
         out = []
-        for member, row, examples in zip(self.members, self.rows, self.examples, strict=True):
-            params = Parameters.unflatten(row, self.schema)
-            data = encode_parameters(params) if self.retain else None
-            digest = None if self.retain else tensor_digest(params)
-            out.append(Submission(member, data, digest, float(np.linalg.norm(row)), float(examples), size))
+        for member, row, data, examples in zip(self.members, self.rows, encoded, self.examples, strict=True):
+            digest = None if self.retain else hashlib.sha256(data).hexdigest()
+            stored = data if self.retain else None
+            out.append(Submission(member, stored, digest, float(np.linalg.norm(row)), float(examples), size))
         return tuple(out)
 
 
@@ -176,7 +172,6 @@ class RecorderCore:
         self._last_checkpoint: Checkpoint | None = None
         self._rounds = 0
         self._closed = False
-        self._pool: ThreadPoolExecutor | None = None  # made on first use, in the process that writes
 
     def start(self, record: StartRecord) -> None:
         """Create the ledger and write ``federation_created``."""
@@ -188,7 +183,7 @@ class RecorderCore:
         if record.members and len(record.members) <= self._eager:
             members = tuple(MemberKey(name, keys.member(name).public_key().raw) for name in record.members)
             self._registered.update(record.members)
-        initial = store.objects.put_bytes(record.initial_model)
+        initial = writer.put_object(record.initial_model)
         if initial != record.initial_digest:
             raise ValueError(f"initial model digest {record.initial_digest} does not match its bytes ({initial})")
         self._current_model = initial
@@ -211,7 +206,7 @@ class RecorderCore:
 
     def round(self, record: RoundRecord) -> None:
         """Store the round's objects, append its entries in one transaction, checkpoint when due."""
-        writer, keys, store = self._require()
+        writer, keys, _store = self._require()
         coordinator = keys.coordinator()
         for name in record.selected:
             if name not in self._registered:
@@ -229,11 +224,10 @@ class RecorderCore:
         submissions = record.submissions
         if record.updates is not None:
             submissions += record.updates.submissions()
-        stored = self._put_objects(store.objects, [s.data for s in submissions if s.data is not None] + [record.model])
         inputs: list[str] = []
         for submission in submissions:
             if submission.data is not None:
-                digest = stored[submission.data]
+                digest = writer.put_object(submission.data)
             elif submission.digest is not None:
                 digest = submission.digest
             else:
@@ -246,7 +240,7 @@ class RecorderCore:
                 key=keys.member(submission.member),
             )
             inputs.append(digest)
-        model = stored[record.model]
+        model = writer.put_object(record.model)
         if model != record.model_digest:
             raise ValueError(f"round {record.round}: model digest {record.model_digest} does not match its bytes")
         writer.add(
@@ -290,20 +284,6 @@ class RecorderCore:
         if self._rounds % self._every == 0:
             self.checkpoint(record.time_ms)
 
-    def _put_objects(self, objects: ObjectStore, blobs: list[bytes]) -> dict[bytes, str]:
-        """Store the objects (all before any entry names them); their digests by content.
-
-        Each object is its own file (a temporary file renamed into place), so several are written at once
-        on a few threads: the file system calls release the interpreter lock, and the round's entries wait
-        for all of them either way.
-        """
-        unique = list(dict.fromkeys(blobs))
-        if len(unique) < _PARALLEL_OBJECTS:
-            return {blob: objects.put_bytes(blob) for blob in unique}
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=_OBJECT_THREADS, thread_name_prefix="fedswarm-ledger-objects")
-        return dict(zip(unique, self._pool.map(objects.put_bytes, unique), strict=True))
-
     def checkpoint(self, time_ms: int) -> Checkpoint | None:
         """Sign the current tree head and have a quorum of members cosign it; ``None`` if nothing is new."""
         writer, keys, store = self._require()
@@ -330,12 +310,9 @@ class RecorderCore:
         if self._closed:
             return
         self._closed = True
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
         if self._store is not None:
             try:
-                if self._writer is not None and self._writer.pending:
+                if self._writer is not None:
                     self._writer.flush()
             finally:
                 self._store.close()

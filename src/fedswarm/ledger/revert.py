@@ -95,7 +95,7 @@ def load_round_inputs(log: AuditLog, *, schema: Schema) -> list[RoundInputs]:
                 update = log.objects.get_parameters(digest)
             except KeyError:
                 raise RevertError(
-                    f"round {number}: the update {digest[:16]}... of {member} is not in {log.objects.root}: updates "
+                    f"round {number}: the update {digest[:16]}... of {member} is not stored with the ledger {log.folder}: updates "
                     "were not retained (ledger.retain_updates = false), only their digests are on the ledger"
                 ) from None
             update.check_schema(schema, who=f"round {number}: retained update of {member}")

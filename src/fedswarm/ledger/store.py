@@ -3,8 +3,14 @@
 Layout of a ledger folder::
 
     LEDGER/
-      ledger.sqlite      entries, Merkle nodes, checkpoints, cosignatures (WAL mode)
-      objects/ab/cdef...safetensors   models and retained updates, content-addressed
+      ledger.sqlite      entries, Merkle nodes, checkpoints, cosignatures, packed objects (WAL mode)
+      objects/ab/cdef...safetensors   objects stored as files (larger ones, nodes' models, all in format 1)
+
+Two formats are read and written: ``fedswarm-ledger/2`` (new ledgers) has an ``objects`` table where a
+writer packs the models and retained updates (up to 128 KiB each) of each batch of entries
+(:mod:`fedswarm.ledger.packed`); ``fedswarm-ledger/1`` has no such table and keeps every object as a
+file. Both keep objects given as files (:meth:`~fedswarm.ledger.models.ObjectStore.put_bytes`) in
+``objects/``.
 
 Guarantees:
 
@@ -14,9 +20,17 @@ Guarantees:
   one transaction, so a process killed at any instant (even with SIGKILL) leaves a log whose committed
   prefix is complete and verifies; WAL mode with ``synchronous=NORMAL`` survives process crashes, and
   ``durability="full"`` survives power loss too at the price of an fsync per commit;
-* **objects first**: whoever appends an entry that names a model stores the model before the entry
-  (:class:`~fedswarm.ledger.recorder.LedgerRecorder` does), so committed entries never point at missing
-  objects.
+* **objects with or before their entries**: objects handed to :meth:`LedgerStore.append_many` are
+  written in the entries' transaction (packed) or as files before it, and whoever stores objects as
+  files does so before appending the entries that name them, so committed entries never point at
+  missing objects.
+
+**Durability.** At ``durability="normal"`` (the default) nothing is fsynced per commit: SQLite runs in
+WAL mode with ``synchronous=NORMAL`` and object files are renamed into place unflushed. A crash of the
+process, SIGKILL included, loses no committed transaction; a power loss or kernel crash may lose the
+last transactions (each whole: packed objects go with their entries) and object files written since the
+file system last flushed. ``durability="full"`` (``synchronous=FULL``, object files fsynced) survives
+power loss at the price of an fsync per commit and per object file.
 
 The ``kind``, ``author`` and ``round`` columns are an index derived from each record for queries;
 :func:`fedswarm.ledger.verify.verify_ledger` checks them against the records.
@@ -34,20 +48,37 @@ from fedswarm.ledger.checkpoint import Checkpoint, Cosignature, TreeHead
 from fedswarm.ledger.entries import SignedEntry
 from fedswarm.ledger.merkle import leaf_hash
 from fedswarm.ledger.models import ObjectStore
+from fedswarm.ledger.packed import OBJECTS_SCHEMA, PACK_LIMIT, PackedObjects, insert_objects
 from fedswarm.ledger.sqlite_nodes import NODES_SCHEMA, SqliteNodeStore
 from fedswarm.ledger.tree import MerkleTree
 
-__all__ = ["DB_NAME", "FORMAT", "OBJECTS_DIR", "SCHEMA", "TABLES", "Durability", "LedgerStore", "find_ledger"]
+__all__ = [
+    "DB_NAME",
+    "FORMAT",
+    "FORMAT_1",
+    "OBJECTS_DIR",
+    "SCHEMA",
+    "SCHEMAS",
+    "TABLES",
+    "Durability",
+    "LedgerStore",
+    "find_ledger",
+]
 
 DB_NAME = "ledger.sqlite"
 OBJECTS_DIR = "objects"
-FORMAT = "fedswarm-ledger/1"
+FORMAT = "fedswarm-ledger/2"
+"""The format of new ledgers: objects packed in the database beside the entries that name them."""
+FORMAT_1 = "fedswarm-ledger/1"
+"""The previous format (every object a file), still read and appended to."""
 Durability = Literal["normal", "full"]
-TABLES = ("meta", "entries", "nodes", "checkpoints", "cosignatures")
-"""The ledger's tables; every one is append-only."""
+TABLES = ("meta", "entries", "nodes", "checkpoints", "cosignatures", "objects")
+"""The ledger's tables (format 1 lacks ``objects``); every one is append-only."""
 
-SCHEMA = (
-    """
+
+def _schema(tables: tuple[str, ...]) -> str:
+    return (
+        """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
     seq INTEGER PRIMARY KEY,
@@ -72,17 +103,23 @@ CREATE TABLE IF NOT EXISTS cosignatures (
     PRIMARY KEY (checkpoint, member)
 ) WITHOUT ROWID;
 """
-    + NODES_SCHEMA
-    + "".join(
-        f"""
+        + NODES_SCHEMA
+        + (OBJECTS_SCHEMA if "objects" in tables else "")
+        + "".join(
+            f"""
 CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table}
 BEGIN SELECT RAISE(ABORT, 'the ledger is append-only: {op} on {table} refused'); END;
 """
-        for table in TABLES
-        for op in ("UPDATE", "DELETE")
+            for table in tables
+            for op in ("UPDATE", "DELETE")
+        )
     )
-)
-"""DDL of a ledger database: the tables and the triggers that make them append-only."""
+
+
+SCHEMA = _schema(TABLES)
+"""DDL of a ledger database of :data:`FORMAT`: the tables and the triggers that make them append-only."""
+SCHEMAS = {FORMAT: SCHEMA, FORMAT_1: _schema(TABLES[:-1])}
+"""DDL of each readable format."""
 
 
 def find_ledger(path: Path) -> Path:
@@ -136,7 +173,6 @@ class LedgerStore:
     ) -> None:
         self.folder = Path(folder)
         self.path = self.folder / DB_NAME
-        self.objects = ObjectStore(self.folder / OBJECTS_DIR, durable=durability == "full")
         self.readonly = readonly
         if create:
             if self.path.exists():
@@ -166,8 +202,12 @@ class LedgerStore:
             row = conn.execute("SELECT MAX(seq) FROM entries").fetchone()
         except sqlite3.DatabaseError as exc:
             raise VerificationError(f"{self.path}: cannot read the ledger database: {exc}") from None
-        if meta.get("format") != FORMAT:
-            raise VerificationError(f"{self.path}: format {meta.get('format')!r} is not {FORMAT!r}")
+        if meta.get("format") not in SCHEMAS:
+            conn.close()
+            raise VerificationError(f"{self.path}: format {meta.get('format')!r} is not one of {sorted(SCHEMAS)}")
+        self.format: str = meta["format"]
+        packed = PackedObjects(self.path) if self.format != FORMAT_1 else None
+        self.objects = ObjectStore(self.folder / OBJECTS_DIR, durable=durability == "full", packed=packed)
         self.federation: str = meta.get("federation", "")
         self._nodes = SqliteNodeStore(conn, create=False)
         size = 0 if row[0] is None else int(row[0]) + 1
@@ -281,10 +321,14 @@ class LedgerStore:
         """Append one signed entry; return its sequence number."""
         return self.append_many([signed]).start
 
-    def append_many(self, signed: Sequence[SignedEntry]) -> range:
+    def append_many(self, signed: Sequence[SignedEntry], *, objects: Sequence[tuple[str, bytes]] = ()) -> range:
         """Append signed entries in one transaction (all or none); return their sequence numbers.
 
-        Signatures are not checked here (the writer made them; a replica checks what it receives).
+        ``objects`` are ``(digest, data)`` pairs stored with them: packed in the same transaction (format
+        2, objects of at most :data:`~fedswarm.ledger.packed.PACK_LIMIT` bytes), or as files written
+        before it (larger objects, and every object in format 1). Signatures and digests are not checked
+        here (the writer made them; a replica checks what it receives, verification re-hashes every
+        object).
 
         Raises
         ------
@@ -303,11 +347,18 @@ class LedgerStore:
                 raise ValueError(f"entry {entry.seq} is for federation {entry.federation!r}, not {self.federation!r}")
             rows.append((entry.seq, item.record, entry.kind, entry.author, entry.round))
             leaves.append(leaf_hash(item.record))
-        if not rows:
+        limit = PACK_LIMIT if self.objects.packed is not None else -1
+        packed = [(digest, data) for digest, data in objects if len(data) <= limit]
+        for _digest, data in objects:
+            if len(data) > limit:
+                self.objects.put_bytes(data)  # a file, before the entries that name it
+        if not rows and not packed:
             return range(start, start)
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if packed:
+                insert_objects(conn, packed)
             conn.executemany("INSERT INTO entries(seq, record, kind, author, round) VALUES (?, ?, ?, ?, ?)", rows)
             indices = self._tree.extend(leaves)
             conn.execute("COMMIT")
@@ -379,6 +430,7 @@ class LedgerStore:
         """Fold the write-ahead log into the database file and close it."""
         conn = self._conn
         try:
+            self.objects.close()
             if not self.readonly:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:

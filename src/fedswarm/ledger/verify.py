@@ -10,7 +10,8 @@
 3. the Merkle tree recomputed from the records equals the stored node table, node for node;
 4. every checkpoint is signed by the coordinator over the recomputed root of its size, every cosignature
    is by a member registered at that size, and finality (quorum) is counted;
-5. every object in ``objects/`` hashes to its name, and every model the log names is present.
+5. every object (a file in ``objects/`` or, in format 2, a row of the ``objects`` table) hashes to its
+   name, and every model the log names is present.
 
 The log is cut into aligned chunks of ``2**k`` entries, each a perfect subtree of the log's tree, which
 ``workers`` processes check shared-nothing (:mod:`fedswarm.ledger.verify_chunk`): reading the chunk's
@@ -37,8 +38,9 @@ from fedswarm.core.errors import FedswarmError, VerificationError
 from fedswarm.ledger.checkpoint import Checkpoint, Cosignature, TreeHead, quorum_size, verify_cosignatures
 from fedswarm.ledger.entries import Entry
 from fedswarm.ledger.models import ObjectStore
+from fedswarm.ledger.packed import PackedObjects
 from fedswarm.ledger.state import LedgerState
-from fedswarm.ledger.store import DB_NAME, FORMAT, OBJECTS_DIR, SCHEMA, find_ledger
+from fedswarm.ledger.store import DB_NAME, FORMAT_1, OBJECTS_DIR, SCHEMAS, find_ledger
 from fedswarm.ledger.tree import MemoryNodeStore, MerkleTree, fold_cover
 from fedswarm.ledger.verify_chunk import ChunkResult, ChunkTask, check_chunk
 
@@ -149,22 +151,22 @@ def _results(db: Path, tasks: list[ChunkTask], *, workers: int) -> Iterator[tupl
                 return
 
 
-def _expected_schema() -> list[tuple[str, str, str, str | None]]:
+def _expected_schema(ledger_format: str) -> list[tuple[str, str, str, str | None]]:
     memory = sqlite3.connect(":memory:")
     try:
-        memory.executescript(SCHEMA)
+        memory.executescript(SCHEMAS[ledger_format])
         return sorted(memory.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall())
     finally:
         memory.close()
 
 
-def _check_schema(conn: sqlite3.Connection, db: Path) -> None:
-    """The tables, indexes and append-only triggers must be exactly those of the ledger format."""
+def _check_schema(conn: sqlite3.Connection, db: Path, ledger_format: str) -> None:
+    """The tables, indexes and append-only triggers must be exactly those of the ledger's format."""
     try:
         actual = sorted(conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall())
     except sqlite3.Error as exc:
         raise LedgerVerificationError(f"{db}: cannot read the database schema: {exc}") from None
-    expected = _expected_schema()
+    expected = _expected_schema(ledger_format)
     if actual != expected:
         missing = [row for row in expected if row not in actual]
         extra = [row for row in actual if row not in expected]
@@ -176,21 +178,22 @@ def _check_schema(conn: sqlite3.Connection, db: Path) -> None:
         raise LedgerVerificationError(f"{db}: the database schema is not the ledger format's: {what}")
 
 
-def _read_meta(conn: sqlite3.Connection, db: Path) -> tuple[str, int, int]:
+def _read_meta(conn: sqlite3.Connection, db: Path) -> tuple[str, str, int, int]:
     try:
         meta = dict(conn.execute("SELECT name, value FROM meta NOT INDEXED").fetchall())
         count, highest = conn.execute("SELECT COUNT(*), MAX(seq) FROM entries").fetchone()
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, UnicodeDecodeError) as exc:
         raise LedgerVerificationError(f"{db}: cannot read the ledger database: {exc}") from None
-    if meta.get("format") != FORMAT:
-        raise LedgerVerificationError(f"{db}: format {meta.get('format')!r} is not {FORMAT!r}")
+    ledger_format = meta.get("format")
+    if ledger_format not in SCHEMAS:
+        raise LedgerVerificationError(f"{db}: format {ledger_format!r} is not one of {sorted(SCHEMAS)}")
     if set(meta) != {"format", "federation"}:
         raise LedgerVerificationError(f"{db}: the meta table holds {sorted(map(str, meta))}, not format and federation")
     federation = meta.get("federation")
     if not isinstance(federation, str) or not federation:
         raise LedgerVerificationError(f"{db}: the federation id is missing")
     size = 0 if highest is None else int(highest) + 1
-    return federation, int(count), size
+    return str(ledger_format), federation, int(count), size
 
 
 def _read_checkpoints(conn: sqlite3.Connection) -> list[tuple[int, Checkpoint]]:
@@ -342,17 +345,15 @@ class _NodeFindings:
 
 
 def _check_objects(objects: ObjectStore, state_models: dict[str, int], initial: str) -> int:
-    count = 0
-    for digest in objects.digests():
-        objects.verify(digest)
-        count += 1
+    count = objects.verify_all()
     stray = objects.stray_files()
     if stray:
         raise LedgerVerificationError(f"object folder holds a file that is not a content-addressed object: {stray[0]}")
     for digest, produced in sorted(state_models.items(), key=lambda item: item[1]):
         if not objects.has(digest):
             label = "the initial model" if digest == initial else f"the model of round {produced}"
-            raise LedgerVerificationError(f"{label} ({digest}) is missing from {objects.root}")
+            where = f"{objects.root} and the objects table" if objects.packed is not None else str(objects.root)
+            raise LedgerVerificationError(f"{label} ({digest}) is missing from {where}")
     return count
 
 
@@ -414,8 +415,8 @@ def verify_ledger(
     db = folder / DB_NAME
     conn = _connect(db)
     try:
-        _check_schema(conn, db)
-        federation, count, size = _read_meta(conn, db)
+        ledger_format, federation, count, size = _read_meta(conn, db)
+        _check_schema(conn, db, ledger_format)
         checkpoints = _read_checkpoints(conn)
         signatures = size + sum(1 + len(c.cosignatures) for _, c in checkpoints)
         if workers is None:
@@ -492,14 +493,17 @@ def verify_ledger(
         log_root = fold_cover(tree.cover() + tail)
         object_count = 0
         if objects:
+            packed = PackedObjects(db) if ledger_format != FORMAT_1 else None
+            store = ObjectStore(folder / OBJECTS_DIR, durable=False, packed=packed)
             try:
-                store = ObjectStore(folder / OBJECTS_DIR, durable=False)
                 object_count = _check_objects(store, state.models, state.initial_model)
             except VerificationError as exc:
                 raise LedgerVerificationError(str(exc)) from None
+            finally:
+                store.close()
     except FedswarmError:
         raise
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, UnicodeDecodeError) as exc:  # a text column damaged into invalid UTF-8 included
         raise LedgerVerificationError(f"{db}: the database is unreadable: {exc}") from None
     finally:
         conn.close()

@@ -103,7 +103,7 @@ def check_chunk(conn: sqlite3.Connection, task: ChunkTask) -> ChunkResult:
     start, stop = task.start, task.stop
     try:
         rows = conn.execute(_SELECT_ENTRIES, (start, stop)).fetchall()
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, UnicodeDecodeError) as exc:  # a text column damaged into invalid UTF-8
         result.error = (start, f"cannot read entries {start}..{stop - 1}: {exc}")
         return result
     items = result.items

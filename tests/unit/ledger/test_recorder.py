@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from fedswarm.ledger import recorder as recorder_module
 from fedswarm.ledger.entries import AggregateCommitted, FederationCreated, RoundOpened, UpdateSubmitted
 from fedswarm.ledger.recorder import LedgerRecorder, LedgerRecorderError, float64_schema, update_digest
 from fedswarm.ledger.simkeys import SimulationKeys
-from fedswarm.ledger.store import LedgerStore
+from fedswarm.ledger.store import DB_NAME, LedgerStore
 from fedswarm.ledger.verify import verify_ledger
 from fedswarm.sim.engine import run_simulation
 from fedswarm.spec.schema import parse_spec
@@ -68,12 +70,23 @@ def test_a_run_writes_the_expected_entries(tmp_path: Path) -> None:
         body = entry.body
         assert isinstance(body, UpdateSubmitted)
         assert entry.key == keys.member(entry.author).public_key().raw
-        stored = (folder / "objects" / body.update[:2] / f"{body.update[2:]}.safetensors").read_bytes()
-        assert len(stored) == body.bytes
+        stored = _packed(folder, body.update)  # the table of format 2, read directly
+        assert hashlib.sha256(stored).hexdigest() == body.update and len(stored) == body.bytes
         assert np.isclose(np.linalg.norm(decode(stored).flatten()), body.norm)
+    assert not (folder / "objects").exists()  # every object is packed in the database
     with LedgerStore(folder, readonly=True) as store:
         assert [c.head.size for c in store.checkpoints()] == [8, 15]
         assert all(len(c.cosignatures) == 3 for c in store.checkpoints())
+
+
+def _packed(folder: Path, digest: str) -> bytes:
+    conn = sqlite3.connect(f"file:{folder / DB_NAME}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT data FROM objects WHERE digest = ?", (digest,)).fetchone()
+    finally:
+        conn.close()
+    assert row is not None, f"object {digest} is not packed"
+    return bytes(row[0])
 
 
 def test_checkpoint_every_and_final_checkpoint(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ member was selected but sent nothing; and it refuses, saying why, when it cannot
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from fedswarm.spec.schema import parse_spec
 from fedswarm.task.numpy_softmax import NumpySoftmaxTask
 
 HERE = str(Path(__file__).parent)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "fixtures"))
+from ledger_fixtures import tamper  # noqa: E402
 
 
 class FixedUpdateTask(NumpySoftmaxTask):
@@ -136,7 +139,7 @@ def test_a_missing_update_object_names_the_round(tmp_path: Path) -> None:
     log = load_audit(tmp_path / "a")
     agg = log.rounds[2].aggregate
     assert agg is not None
-    log.objects.path(agg.inputs[0]).unlink()
+    tamper(log.folder, "DELETE FROM objects WHERE digest = ?", [agg.inputs[0]])  # a retained update goes missing
     with pytest.raises(RevertError, match="round 2: the update .* not retained"):
         revert_run(tmp_path / "a", exclude=X, from_round=1, out=tmp_path / "rev", verify=False)
 

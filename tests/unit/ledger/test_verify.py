@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,8 +12,9 @@ from typing import Any
 import pytest
 
 from fedswarm.ledger.entries import MemberRemoved, SignedEntry, UpdateSubmitted, sign_entry
+from fedswarm.ledger.models import ObjectStore
 from fedswarm.ledger.simkeys import SimulationKeys
-from fedswarm.ledger.store import LedgerStore
+from fedswarm.ledger.store import DB_NAME, LedgerStore
 from fedswarm.ledger.verify import LedgerVerificationError, verify_ledger
 from fedswarm.ledger.writer import LedgerWriter
 
@@ -152,22 +155,51 @@ def test_tampered_checkpoint_signature_and_cosignature(tmp_path: Path) -> None:
     _fails(ledger, "checkpoint #7, which does not exist")
 
 
+def _object_rows(folder: Path) -> list[tuple[str, bytes]]:
+    conn = sqlite3.connect(f"file:{folder / DB_NAME}?mode=ro", uri=True)
+    try:
+        return [(str(d), bytes(b)) for d, b in conn.execute("SELECT digest, data FROM objects NOT INDEXED")]
+    finally:
+        conn.close()
+
+
 def test_objects_are_checked(ledger: Path) -> None:
     report = verify_ledger(ledger)
-    objects = sorted((ledger / "objects").rglob("*.safetensors"))
-    assert len(objects) == report.objects
-    victim = objects[0]
-    original = victim.read_bytes()
-    victim.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
-    _fails(ledger, f"object {victim}: content hashes to")
-    victim.write_bytes(original)
+    rows = _object_rows(ledger)
+    assert not (ledger / "objects").exists() and len(rows) == report.objects == 16
+    assert all(hashlib.sha256(data).hexdigest() == digest for digest, data in rows)
+    digest, data = rows[5]
+    tamper(ledger, "UPDATE objects SET data = ? WHERE digest = ?", [data[:-1] + bytes([data[-1] ^ 1]), digest])
+    _fails(ledger, f"packed object {digest} in .*: content hashes to")
+    tamper(ledger, "UPDATE objects SET data = ? WHERE digest = ?", [data, digest])
+    verify_ledger(ledger)
+    tamper(ledger, "UPDATE objects SET digest = ? WHERE digest = ?", ["ab" * 32, digest])  # renamed
+    _fails(ledger, f"packed object {'ab' * 32} in .*: content hashes to {digest}")
+    tamper(ledger, "UPDATE objects SET digest = ? WHERE digest = ?", ["not a digest", "ab" * 32])
+    _fails(ledger, "a packed object is named 'not a digest' \\(text\\), not by a digest")
+    tamper(ledger, "UPDATE objects SET digest = ? WHERE digest = ?", [digest, "not a digest"])
+    tamper(ledger, "UPDATE objects SET data = ? WHERE digest = ?", ["text", digest])
+    _fails(ledger, f"packed object {digest} in .*: stored as text, not a blob")
+    tamper(ledger, "UPDATE objects SET data = ? WHERE digest = ?", [data, digest])
+    verify_ledger(ledger)
     with LedgerStore(ledger, readonly=True) as store:
         final = store.entry(22).entry.body
     model = getattr(final, "model")  # noqa: B009
-    path = ledger / "objects" / model[:2] / f"{model[2:]}.safetensors"
-    path.unlink()
-    _fails(ledger, f"the model of round 3 \\({model}\\) is missing")
+    tamper(ledger, "DELETE FROM objects WHERE digest = ?", [model])
+    _fails(ledger, f"the model of round 3 \\({model}\\) is missing from .* and the objects table")
     verify_ledger(ledger, objects=False)
+
+
+def test_object_files_beside_the_database_are_checked_too(ledger: Path) -> None:
+    objects = ObjectStore(ledger / "objects")
+    extra = objects.put_bytes(b"a model fetched as a file")
+    assert verify_ledger(ledger).objects == 17
+    path = objects.path(extra)
+    path.write_bytes(b"a model fetched as a filE")
+    _fails(ledger, f"object {path}: content hashes to")
+    path.unlink()
+    (ledger / "objects" / "stray.bin").write_bytes(b"?")
+    _fails(ledger, "not a content-addressed object: .*stray.bin")
 
 
 def _append(folder: Path, body: Any, author: str, key_name: str | None = None) -> None:
