@@ -2,8 +2,11 @@
 
 Recomputes a run's model history without one member's updates from the updates its ledger retained
 (:mod:`fedswarm.ledger.revert`), after checking that replaying the unchanged inputs reproduces every
-recorded model. PATH is the run directory (its ``spec.toml`` says how rounds were aggregated; its digest
-must match the ledger's ``federation_created``).
+recorded model. PATH is the run directory, or a node's data folder ``KIT/state`` (the spec is
+``spec.toml`` beside the ledger's folder or, for a node, in its kit; it says how rounds were aggregated,
+and its digest must match the ledger's ``federation_created``: the run's spec digest, or a node's job
+digest). A node's folder holds every round's inputs only if that node led every round (the star
+aggregator's); otherwise the command names the round, the update and who keeps it.
 
 DIR receives ``models/round-NNNN.safetensors`` and ``models/final.safetensors``, a ledger of its own
 (``DIR/ledger``: the recomputed rounds with their inputs and the excluded member listed as dropped, with
@@ -35,6 +38,7 @@ from fedswarm.ledger.recorder import LedgerRecorder
 from fedswarm.ledger.revert import RevertError, RoundInputs, check_replay, load_round_inputs, replay
 from fedswarm.ledger.store import LedgerStore, find_ledger
 from fedswarm.ledger.verify import verify_ledger
+from fedswarm.node.world import job_digest
 from fedswarm.rounds.coordinator import RoundOutcome
 from fedswarm.rounds.observer import RunStart
 from fedswarm.rounds.robust.rules import FLTrustRule
@@ -49,16 +53,19 @@ __all__ = ["revert", "revert_run"]
 Vector = np.ndarray[Any, np.dtype[np.float64]]
 
 
-def _spec_for(ledger: Path, log: AuditLog) -> Spec:
-    path = ledger.parent / "spec.toml"
-    if not path.is_file():
+def _spec_for(ledger: Path, log: AuditLog) -> tuple[Spec, Path]:
+    """The run's spec and its file: beside the ledger's folder (a run directory) or in a node's kit."""
+    candidates = (ledger.parent / "spec.toml", ledger.parent.parent / "spec.toml")
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
         raise RevertError(
-            f"{path} not found: revert needs the run directory (its spec.toml says how rounds were aggregated)"
+            f"{candidates[0]} not found: revert needs the run directory, or a node's data folder inside its kit "
+            "(KIT/state, with KIT/spec.toml): the spec says how rounds were aggregated"
         )
     spec, _raw = load_spec(path)
-    if canonical_digest(spec.to_dict()).hex() != log.created.spec_digest:
+    if log.created.spec_digest not in (canonical_digest(spec.to_dict()).hex(), job_digest(spec)):
         raise RevertError(f"{path} does not match the spec digest on the ledger ({log.created.spec_digest[:16]}...)")
-    return spec
+    return spec, path
 
 
 def _refuse_hidden(spec: Spec) -> None:
@@ -179,7 +186,7 @@ def revert_run(path: Path, *, exclude: str, from_round: int, out: Path, verify: 
         verify_ledger(path)
     ledger = find_ledger(path)
     log = load_audit(ledger)
-    spec = _spec_for(ledger, log)
+    spec, spec_path = _spec_for(ledger, log)
     _refuse_hidden(spec)
     contributed = [n for n, r in log.rounds.items() if r.aggregate and exclude in r.aggregate.contributors]
     if not any(n >= from_round for n in contributed):
@@ -231,7 +238,7 @@ def revert_run(path: Path, *, exclude: str, from_round: int, out: Path, verify: 
     for inputs, model in zip(rounds, reverted, strict=True):
         save_parameters(model, out / "models" / f"round-{inputs.round:04d}.safetensors")
     final_digest = save_parameters(reverted[-1], out / "models" / "final.safetensors")
-    (out / "spec.toml").write_text((ledger.parent / "spec.toml").read_text(encoding="utf-8"), encoding="utf-8")
+    (out / "spec.toml").write_text(spec_path.read_text(encoding="utf-8"), encoding="utf-8")
 
     with LedgerStore(ledger, readonly=True) as store:
         source = {"ledger": str(ledger), "federation": store.federation, "size": store.size, "root": store.root().hex()}

@@ -72,7 +72,9 @@ class Replica:
     store
         The local, writable log (it may be empty when ``coordinator_key`` is given).
     coordinator_key
-        The key checkpoints must be signed with; default: the key of the author of entry 0.
+        The coordinator's key (the author of entry 0, whose key is the default). A checkpoint is signed by
+        the coordinator or by an active member with its registered key (on the network, the member that
+        gathered its cosignatures).
 
     Raises
     ------
@@ -187,12 +189,12 @@ class Replica:
         """Check a checkpoint that claims to be final and store it; ``True`` if it was new here.
 
         It must be cosigned by strictly more than ``quorum`` (default: the log's) of the members registered
-        in the local log, signed by the coordinator and describe the local history
+        in the local log, signed by the coordinator or an active member and describe the local history
         (:meth:`receive_checkpoint`). Checkpoints beyond the local log are checked but not stored.
         ``cosignatures_checked``: the caller checked every cosignature against the registered keys (it
-        gathered them itself); only their number is counted then. The coordinator's signature is not
-        checked twice when it is the same signature as a cosignature by the same key (the coordinator's
-        member cosigned the head it signs).
+        gathered them itself); only their number is counted then. The signer's signature is not checked
+        twice when it is the same signature as a cosignature by the same key (the signer cosigned the head
+        it signs).
 
         Raises
         ------
@@ -280,25 +282,27 @@ class Replica:
         Raises
         ------
         VerificationError
-            If the checkpoint is not properly signed by the coordinator or is for another federation (the
-            replica keeps running: a forged message is not a fork).
+            If the checkpoint is not properly signed by the coordinator or an active member with its
+            registered key, or is for another federation (the replica keeps running: a forged message is not
+            a fork).
         ForkDetected
             If it contradicts the local log or an accepted checkpoint; the replica halts.
         """
         self._receive(checkpoint, proof=proof, signed=False)
 
     def _receive(self, checkpoint: Checkpoint, *, proof: Sequence[bytes], signed: bool) -> None:
-        """:meth:`receive_checkpoint`; ``signed``: the coordinator's signature was checked already."""
+        """:meth:`receive_checkpoint`; ``signed``: the signer's signature was checked already."""
         self._check_running()
         head = checkpoint.head
         if head.federation != self._store.federation:
             raise VerificationError(f"checkpoint for federation {head.federation!r}, not {self._store.federation!r}")
-        if not signed or checkpoint.key != self._coordinator_key:
-            checkpoint.verify_signature(signer_key=self._coordinator_key)
+        signer_key = self._signer_key(checkpoint)
+        if not signed or checkpoint.key != signer_key:
+            checkpoint.verify_signature(signer_key=signer_key)
         known = self._accepted.get(head.size)
         if known is not None and known.head.root != head.root:
             raise self._fork(
-                f"two checkpoints of size {head.size} signed by the coordinator have different roots "
+                f"two signed checkpoints of size {head.size} have different roots "
                 f"({known.head.root.hex()[:16]}... and {head.root.hex()[:16]}...)",
                 (known, checkpoint),
             )
@@ -322,6 +326,25 @@ class Replica:
         if known is None:
             self._accepted[head.size] = checkpoint
 
+    def _signer_key(self, checkpoint: Checkpoint) -> bytes:
+        """The key ``checkpoint``'s signer must sign with: the coordinator's, or an active member's.
+
+        Raises
+        ------
+        VerificationError
+            The signer is neither.
+        """
+        state = self._state
+        if state.coordinator is None or checkpoint.signer == state.coordinator:
+            return self._coordinator_key
+        key = state.members().get(checkpoint.signer)
+        if key is None:
+            raise VerificationError(
+                f"checkpoint of size {checkpoint.head.size} is signed by {checkpoint.signer}, who is neither the "
+                "coordinator nor an active member"
+            )
+        return key
+
     def _accepted_at_or_above(self, size: int) -> list[Checkpoint]:
         return [c for s, c in sorted(self._accepted.items()) if s >= size][:1]
 
@@ -344,7 +367,7 @@ class Replica:
             raise VerificationError(
                 f"{len(records)} records after entry {start - 1} do not reach the checkpoint's size {checkpoint.head.size}"
             )
-        checkpoint.verify_signature(signer_key=self._coordinator_key)
+        checkpoint.verify_signature(signer_key=self._signer_key(checkpoint))
         signed, trial = self._check_records(start, records, verify=True)
         overlay = MerkleTree(_Overlay(self._store.tree.store), size=start)
         overlay.extend([leaf_hash(r) for r in records])

@@ -16,8 +16,11 @@ first, so a history whose aggregation cannot be reproduced (server-side randomne
 noise) is refused instead of being silently approximated.
 
 A revert is impossible, and :func:`load_round_inputs` says which round and why, when an update was not
-retained (``ledger.retain_updates = false``: only its digest is on the ledger) or the round was
-secure-aggregated (the aggregator only ever held the sum, so one member's part cannot be taken out).
+retained (``ledger.retain_updates = false``: only its digest is on the ledger), is not in this copy of the
+ledger (on the network an update stays with its author and the leader of its round, see
+:mod:`fedswarm.node.ledger_statements`), or the round was secure-aggregated (the aggregator only ever
+held the sum, so one member's part cannot be taken out). Updates are read in either stored form: the
+model's tensors (simulation) or the one float64 tensor ``update`` a network member sends.
 
 This module is pure recomputation: the caller (``fedswarm ledger revert``) supplies the aggregation.
 """
@@ -95,11 +98,10 @@ def load_round_inputs(log: AuditLog, *, schema: Schema) -> list[RoundInputs]:
                 update = log.objects.get_parameters(digest)
             except KeyError:
                 raise RevertError(
-                    f"round {number}: the update {digest[:16]}... of {member} is not stored with the ledger {log.folder}: updates "
-                    "were not retained (ledger.retain_updates = false), only their digests are on the ledger"
+                    f"round {number}: the update {digest[:16]}... of {member} is not stored with the ledger "
+                    f"{log.folder}: " + _why_missing(log, record.opened.leader if record.opened is not None else "")
                 ) from None
-            update.check_schema(schema, who=f"round {number}: retained update of {member}")
-            rows[i] = update.flatten()
+            rows[i] = _update_row(update, schema, who=f"round {number}: retained update of {member}")
         out.append(
             RoundInputs(
                 round=number,
@@ -110,6 +112,26 @@ def load_round_inputs(log: AuditLog, *, schema: Schema) -> list[RoundInputs]:
             )
         )
     return out
+
+
+def _why_missing(log: AuditLog, leader: str) -> str:
+    """Why a retained update is not in this copy of the ledger."""
+    if log.created.keys == "provisioned":  # written by real nodes
+        return (
+            f"on the network an update is kept only by its author and by the leader of its round ({leader}), "
+            "never copied to other nodes: revert needs the data folder of a node that led every round (in star "
+            "topology the aggregator's), and a run with ledger.retain_updates = true"
+        )
+    return "updates were not retained (ledger.retain_updates = false), only their digests are on the ledger"
+
+
+def _update_row(update: Parameters, schema: Schema, *, who: str) -> Vector:
+    """A retained update as one float64 vector: stored as the model's tensors (simulation) or as the single
+    tensor ``update`` of the model's size that a network member sends (:mod:`fedswarm.transport.wire`)."""
+    if tuple(update) == ("update",) and schema.size > 0 and update["update"].shape == (schema.size,):
+        return np.asarray(update["update"], dtype=np.float64)
+    update.check_schema(schema, who=who)
+    return update.flatten()
 
 
 def _cast(vector: Vector, schema: Schema) -> tuple[Vector, Parameters]:

@@ -2,16 +2,19 @@
 
 On the network, a round's leader sends every member a signed commit (previous model, new model, the
 updates it received) together with the round's ledger entries: its own (``round_opened``,
-``aggregate_committed``, evaluations, privacy and anomaly reports, and the federation's first entries in
-round 1) and the members' signed ``update_submitted`` entries. Signatures and the rules of the history are
-checked when the entries are appended (:meth:`fedswarm.ledger.replica.Replica.extend`); this module checks
-what the rules cannot know: that the block says what the commit says.
+``aggregate_committed``, evaluations, privacy and anomaly reports, the federation's first entries in round
+1, and the admissions of members that take part for the first time) and the members' signed
+``update_submitted`` entries. Signatures and the rules of the history are checked when the entries are
+appended (:meth:`fedswarm.ledger.replica.Replica.extend`); this module checks what the rules cannot know:
+that the block says what the commit says.
 
 :func:`check_round_block` refuses a block, naming the entry and the reason, when an entry belongs to
 another round, the round is opened or aggregated by someone else than the commit's leader or from another
-model, an update entry's digest is not the one the commit declares for its author, an aggregated update
-has no entry, or the aggregate's inputs are not exactly the accepted updates. (A refused update may lack
-an entry: a member cannot state the L2 norm of an update that is not finite.)
+model, a member is admitted after the round opened or by someone who is neither the coordinator nor leads
+or takes part in the round (a leader not registered yet has a member of the round sign the admissions), an
+update entry's digest is not the one the commit declares for its author, an aggregated update has no
+entry, or the aggregate's inputs are not exactly the accepted updates. (A refused update may lack an
+entry: a member cannot state the L2 norm of an update that is not finite.)
 """
 
 from __future__ import annotations
@@ -52,8 +55,8 @@ class DeclaredUpdate:
 class CommitFacts:
     """What a signed commit states about its round.
 
-    ``coordinator`` is the ledger's coordinator (the author allowed to write admissions, and the first
-    entry when ``first`` is set: the block then starts the ledger).
+    ``coordinator`` is the ledger's coordinator (the author of the first entry when ``first`` is set: the
+    block then starts the ledger; of removals; and of admissions when the founding member leads). Members are admitted by the round's leader.
     """
 
     round: int
@@ -93,6 +96,8 @@ def check_round_block(block: Sequence[SignedEntry], facts: CommitFacts) -> None:
     opened = aggregated = 0
     submitted: dict[str, str] = {}
     aggregate: AggregateCommitted | None = None
+    admissions: list[SignedEntry] = []
+    selected: tuple[str, ...] = ()
     for position, item in enumerate(block):
         entry, body = item.entry, item.entry.body
         number = entry.round
@@ -103,13 +108,18 @@ def check_round_block(block: Sequence[SignedEntry], facts: CommitFacts) -> None:
                 raise _refuse(item, "only the first entry of the ledger creates the federation")
             if entry.author != facts.coordinator:
                 raise _refuse(item, f"the federation must be created by {facts.coordinator}")
-        elif isinstance(body, MemberAdmitted | MemberRemoved):
+        elif isinstance(body, MemberAdmitted):
+            if opened:
+                raise _refuse(item, "admissions come before the round opens")
+            admissions.append(item)
+        elif isinstance(body, MemberRemoved):
             if entry.author != facts.coordinator or opened:
-                raise _refuse(item, f"admissions and removals are written by {facts.coordinator} before the round")
+                raise _refuse(item, f"removals are written by {facts.coordinator} before the round")
         elif isinstance(body, RoundOpened):
             _check_leader_entry(item, facts)
             if opened:
                 raise _refuse(item, "the round is opened twice")
+            selected = body.selected
             if body.base_model != facts.previous_model:
                 raise _refuse(
                     item, f"it starts from model {body.base_model[:16]}, the commit from {facts.previous_model[:16]}"
@@ -146,6 +156,12 @@ def check_round_block(block: Sequence[SignedEntry], facts: CommitFacts) -> None:
         raise BlockRefused("the first round's block must start the ledger with federation_created")
     if opened != 1 or aggregate is None:
         raise BlockRefused(f"round {facts.round}'s block must open the round once and commit one aggregate")
+    for item in admissions:
+        if item.entry.author not in (facts.leader, facts.coordinator, *selected):
+            raise _refuse(
+                item,
+                f"{item.entry.author} is not the coordinator and neither leads nor takes part in round {facts.round}",
+            )
     _check_aggregate(aggregate, facts, submitted)
 
 

@@ -2,7 +2,8 @@
 
 Signatures and hashes prove that entries were not changed; these rules prove that the history makes
 sense: one ``federation_created`` first; every author registered, not removed, and signing with its
-registered key; members admitted and removed by the coordinator; rounds opened in increasing order by
+registered key; members admitted by the coordinator or a member (on the network, where nobody coordinates,
+by the leader of the round they join) and removed by the coordinator; rounds opened in increasing order by
 their leader on the current model; updates only from selected members, once per round; an aggregate
 committed by the round's leader, from exactly the updates submitted in that round, on the round's base
 model; evaluations of known models; privacy and anomaly reports about opened rounds and known members.
@@ -203,7 +204,6 @@ class LedgerState:
             raise RuleViolation(f"only the coordinator {self.coordinator} may write {entry.kind}")
 
     def _admit(self, entry: Entry, body: MemberAdmitted) -> None:
-        self._require_coordinator(entry)
         if body.member in self.keys and body.member not in self.removed:
             raise RuleViolation(f"{body.member} is already a member")
         self.keys[body.member] = body.key

@@ -8,8 +8,9 @@
 2. replayed through :class:`~fedswarm.ledger.state.LedgerState`, the history follows the rules (the key
    is the author's registered key, rounds and updates fit together, ...);
 3. the Merkle tree recomputed from the records equals the stored node table, node for node;
-4. every checkpoint is signed by the coordinator over the recomputed root of its size, every cosignature
-   is by a member registered at that size, and finality (quorum) is counted;
+4. every checkpoint is signed by the coordinator or an active member (on the network, the member that
+   gathered its cosignatures) over the recomputed root of its size, every cosignature is by a member
+   registered at that size, and finality (quorum) is counted;
 5. every object (a file in ``objects/`` or, in format 2, a row of the ``objects`` table) hashes to its
    name, and every model the log names is present.
 
@@ -259,8 +260,10 @@ def _check_checkpoint(
         raise LedgerVerificationError(f"{where}: federation {head.federation!r} is not {federation!r}")
     if root != head.root:
         raise LedgerVerificationError(f"{where}: its root {head.root.hex()} is not the log's root at that size")
-    if checkpoint.signer != state.coordinator or not state.is_active(checkpoint.signer):
-        raise LedgerVerificationError(f"{where}: signed by {checkpoint.signer}, not by the coordinator")
+    if not state.is_active(checkpoint.signer):  # the coordinator, or the member that gathered its cosignatures
+        raise LedgerVerificationError(
+            f"{where}: signed by {checkpoint.signer}, who is neither the coordinator nor an active member"
+        )
     registry = state.members()
     cosigners = _checked_cosigners(checkpoint, state.keys[checkpoint.signer], registry) if presigned else None
     if cosigners is None:  # some check failed (or was not done ahead): the full checks name the problem

@@ -9,9 +9,14 @@ is proof that the member holds another history (:class:`~fedswarm.ledger.replica
 strictly more than the quorum of registered members cosigned a head, it is a final checkpoint (the
 witness cosigning of Syta et al., IEEE S&P 2016).
 
-A checkpoint is signed by the ledger's coordinator. On the network the coordinator is the member that
-founded the ledger, under a name of its own with that member's key, so its signature of a head is the same
-bytes as that member's cosignature: a head becomes a checkpoint once the founding member cosigned it too.
+**Who signs a checkpoint.** On the network the ledger's coordinator is the member that founded it, under
+a name of its own with that member's key, so its signature of a head is the same bytes as that member's
+cosignature. A checkpoint is the coordinator's when the founding member is among its cosigners (then the
+pool signs nothing: the cosignature is the signature), as in simulation. A federation on the network has no
+fixed operator, though: when the founding member did not cosign (it is down, or its cosignature did not
+arrive), the node that gathered the quorum (a round's leader) signs the checkpoint itself, under its member
+name, with its own cosignature. Finality rests on the cosigners, never on the signer: whichever member is
+down, a quorum of live members makes a head final.
 """
 
 from __future__ import annotations
@@ -40,11 +45,15 @@ class WitnessPool:
 
     Parameters
     ----------
+    signer
+        This node's member name: it signs the checkpoints it makes final that the founding member did not
+        cosign, with its own cosignature.
     keep
         How many recent heads to remember (cosignatures of older ones are ignored).
     """
 
-    def __init__(self, *, keep: int = 16) -> None:
+    def __init__(self, *, signer: str, keep: int = 16) -> None:
+        self._signer = signer
         self._keep = keep
         self._heads: dict[int, TreeHead] = {}
         self._due: set[int] = set()
@@ -53,7 +62,7 @@ class WitnessPool:
 
     @property
     def latest_final(self) -> Checkpoint | None:
-        """The largest checkpoint this pool made final."""
+        """The largest final checkpoint this pool knows (made here or offered)."""
         return self._final
 
     def head(self, size: int) -> TreeHead | None:
@@ -75,7 +84,7 @@ class WitnessPool:
         item: CosignedHead,
         *,
         registry: Mapping[str, bytes],
-        coordinator: Coordinator,
+        coordinator: Coordinator | None,
         quorum: tuple[int, int],
         own: bool = False,
     ) -> Checkpoint | None:
@@ -88,7 +97,7 @@ class WitnessPool:
         registry
             Registered members and their keys (the cosigners that count).
         coordinator
-            Who signs checkpoints.
+            The ledger's coordinator, if it is a member's (it signs the checkpoints that member cosigned).
         quorum
             Strictly more than this fraction of ``registry`` must cosign.
         own
@@ -111,7 +120,10 @@ class WitnessPool:
             return None  # too old, or not appended here yet
         wanted = head.size in self._due and (self._final is None or self._final.head.size < head.size)
         differs = mine.root != head.root or mine.federation != head.federation
-        if (wanted or differs or mine.time != head.time) and (not own or registered != cosignature.key):
+        signed = self._cosignatures.setdefault(head.size, {}) if wanted else {}
+        known = signed.get(cosignature.member) == cosignature and not differs and mine.time == head.time
+        checked = (own and registered == cosignature.key) or known  # made here, or the same bytes checked already
+        if (wanted or differs or mine.time != head.time) and not checked:
             item.verify(registered)  # a cosignature that counts, or evidence, must be valid
         if differs:
             raise ForkDetected(
@@ -123,18 +135,33 @@ class WitnessPool:
             raise VerificationError(
                 f"{cosignature.member} cosigned the head of size {head.size} with time {head.time}, not {mine.time}"
             )
-        if not wanted:
+        if not wanted or known:
             return None
-        signed = self._cosignatures.setdefault(head.size, {})
         signed[cosignature.member] = cosignature
-        founder = signed.get(coordinator.member)
-        counted = sum(1 for name in signed if name in registry)
-        if founder is None or founder.key != coordinator.key or counted < quorum_size(len(registry), quorum=quorum):
+        return self._finalize(mine, signed, registry=registry, coordinator=coordinator, quorum=quorum)
+
+    def _finalize(
+        self,
+        head: TreeHead,
+        signed: Mapping[str, Cosignature],
+        *,
+        registry: Mapping[str, bytes],
+        coordinator: Coordinator | None,
+        quorum: tuple[int, int],
+    ) -> Checkpoint | None:
+        """The checkpoint of ``head`` once a quorum cosigned it, signed by the coordinator when its founding
+        member cosigned, else by this node when it did."""
+        if sum(1 for name in signed if name in registry) < quorum_size(len(registry), quorum=quorum):
             return None
-        checkpoint = Checkpoint(mine, coordinator.name, coordinator.key, founder.signature).with_cosignatures(
-            list(signed.values())
-        )
-        checkpoint.verify_signature(signer_key=coordinator.key)
+        founder = signed.get(coordinator.member) if coordinator is not None else None
+        own = signed.get(self._signer)
+        if coordinator is not None and founder is not None and founder.key == coordinator.key:
+            checkpoint = Checkpoint(head, coordinator.name, coordinator.key, founder.signature)
+        elif own is not None and own.key == registry.get(self._signer):
+            checkpoint = Checkpoint(head, self._signer, own.key, own.signature)
+        else:
+            return None
+        checkpoint = checkpoint.with_cosignatures(list(signed.values()))
         self._final = checkpoint
         for size in [s for s in self._cosignatures if s <= head.size]:
             del self._cosignatures[size]

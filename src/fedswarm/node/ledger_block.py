@@ -3,8 +3,10 @@
 The bodies are those :mod:`fedswarm.ledger.recorder` writes in simulation, with the authors a real
 federation has: each member signs its own ``update_submitted`` (the digest, size and L2 norm of the update
 bytes it sends, and its example count), the round's leader signs ``round_opened``, ``aggregate_committed``,
-``evaluation_reported`` and the privacy and anomaly reports of the round's extensions, and the federation's
-founding member signs ``federation_created`` as the ledger's coordinator.
+``evaluation_reported``, the privacy and anomaly reports of the round's extensions and the admissions of
+members that take part for the first time, and the federation's founding member (the first round's leader)
+signs ``federation_created`` as the ledger's coordinator (:func:`check_creation` is what every node expects
+of that entry).
 
 **Update digest.** On the network an update's digest is the SHA-256 of the bytes the member sends (one
 little-endian float64 tensor named ``update``, :mod:`fedswarm.transport.wire`): the digest the commit
@@ -28,16 +30,20 @@ from typing import Any
 import numpy as np
 
 from fedswarm.codec import canonical
+from fedswarm.core.errors import VerificationError
 from fedswarm.ledger.entries import (
     AggregateCommitted,
     AnomalyFlagged,
     Body,
+    Entry,
     EvaluationReported,
     FederationCreated,
     MemberKey,
     PrivacySpent,
     RoundOpened,
+    SignedEntry,
 )
+from fedswarm.ledger.roundblock import BlockRefused
 from fedswarm.rounds.coordinator import RoundOutcome
 from fedswarm.spec.schema import Spec
 from fedswarm.transport.wire import decode_update
@@ -46,6 +52,8 @@ __all__ = [
     "COORDINATOR_PREFIX",
     "GenesisFacts",
     "assign_positions",
+    "check_creation",
+    "check_founder",
     "config_digest",
     "coordinator_name",
     "leader_bodies",
@@ -64,6 +72,53 @@ def coordinator_name(member: str) -> str:
     return f"{COORDINATOR_PREFIX}{member}"
 
 
+def check_founder(first: Entry, manifest: Mapping[str, bytes]) -> str:
+    """The founding member of a stored ledger, after checking its first entry; returns its name.
+
+    Raises
+    ------
+    VerificationError
+        Entry 0 is not the creation by a coordinator name, or is signed with another key than the founding
+        member's in the manifest.
+    """
+    if not isinstance(first.body, FederationCreated) or not first.author.startswith(COORDINATOR_PREFIX):
+        raise VerificationError(f"entry 0 ({first.kind} by {first.author}) is not the creation by a coordinator")
+    founder = first.author.removeprefix(COORDINATOR_PREFIX)
+    registered = manifest.get(founder)
+    if registered is not None and registered != first.key:
+        raise VerificationError(f"entry 0 is signed by {first.author} with another key than {founder}'s")
+    return founder
+
+
+def check_creation(
+    first: SignedEntry, founder: str, *, manifest: Mapping[str, bytes], expected: FederationCreated, strict: bool
+) -> None:
+    """Entry 0 as a node expects it: the creation by ``founder``'s coordinator name, with its manifest key.
+
+    ``strict``: it must register exactly the members of ``expected`` (a founding member checking the first
+    commit; a member added to the manifest since the creation only checks the keys it registers).
+
+    Raises
+    ------
+    BlockRefused
+        Naming the first field that differs.
+    """
+    entry = first.entry
+    if entry.author != coordinator_name(founder) or not isinstance(entry.body, FederationCreated):
+        raise BlockRefused(f"entry 0 must create the federation as {coordinator_name(founder)}")
+    if manifest.get(founder) != entry.key:
+        raise BlockRefused(f"entry 0 is not signed with {founder}'s key from the manifest")
+    body = entry.body
+    for name in ("spec_digest", "strategy", "initial_model", "quorum", "keys"):
+        if getattr(body, name) != getattr(expected, name):
+            raise BlockRefused(f"entry 0 states {name} {getattr(body, name)!r}, this node {getattr(expected, name)!r}")
+    for member in body.members:
+        if member.name in manifest and manifest[member.name] != member.key:
+            raise BlockRefused(f"entry 0 registers another key for {member.name} than the manifest's")
+    if strict and body.members != expected.members:
+        raise BlockRefused("entry 0 does not register exactly the manifest's members")
+
+
 def config_digest(spec: Spec) -> str:
     """Digest of the round configuration (``strategy``, ``training`` and ``stages``), as in simulation."""
     value = spec.to_dict()
@@ -77,21 +132,21 @@ def update_norm(data: bytes | bytearray) -> float:
 
 @dataclass(frozen=True, slots=True)
 class GenesisFacts:
-    """What every node knows the ledger's first entry must say, from the spec and the manifest."""
+    """What every node knows the ledger's first entry must say, from the spec (the members are the
+    manifest's when the entry is written)."""
 
     spec_digest: str
     population: int
-    members: tuple[MemberKey, ...]
     strategy: str
     initial_model: str
     config_digest: str
 
-    def body(self) -> FederationCreated:
-        """The ``federation_created`` body (provisioned keys, quorum more than 2/3)."""
+    def body(self, members: Sequence[MemberKey]) -> FederationCreated:
+        """The ``federation_created`` body registering ``members`` (provisioned keys, quorum more than 2/3)."""
         return FederationCreated(
             spec_digest=self.spec_digest,
             population=self.population,
-            members=self.members,
+            members=tuple(members),
             strategy=self.strategy,
             initial_model=self.initial_model,
             keys="provisioned",

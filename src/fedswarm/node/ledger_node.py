@@ -2,7 +2,8 @@
 
 :class:`NodeLedger` builds the node's replica (:class:`~fedswarm.node.ledgerlink.LedgerLink`, in
 ``DATA/ledger``) from the spec and the startup kit, and its conversations with peers
-(:class:`~fedswarm.node.ledger_peers.LedgerPeers`), and turns their refusals into the daemon's:
+(:class:`~fedswarm.node.ledger_peers.LedgerPeers`), routes the daemon's messages to the replica's parts
+(statements, blocks, witness), and turns their refusals into the daemon's:
 
 * a commit whose entries are refused is refused (``MessageRefused`` with the reason);
 * an update whose entry does not describe it is refused;
@@ -23,10 +24,9 @@ from typing import TYPE_CHECKING
 
 from fedswarm.codec import tensors as tensor_codec
 from fedswarm.core.errors import FedswarmError, VerificationError
-from fedswarm.ledger.entries import MemberKey
-from fedswarm.node.ledger_block import GenesisFacts, config_digest, member_order
+from fedswarm.node.ledger_block import GenesisFacts, config_digest
 from fedswarm.node.ledger_peers import LedgerPeers
-from fedswarm.node.ledgerlink import LedgerLink
+from fedswarm.node.ledgerlink import LedgerLink, parse_records
 from fedswarm.rounds.coordinator import RoundOutcome
 from fedswarm.transport._generated.fedswarm.v1 import federation_pb2 as pb
 from fedswarm.transport.blobs import iter_file_chunks
@@ -34,6 +34,7 @@ from fedswarm.transport.envelope import MessageRefused, Verified
 
 if TYPE_CHECKING:
     from fedswarm.node.daemon import NodeDaemon
+    from fedswarm.node.kit import Manifest
 
 __all__ = ["LEDGER_DIR", "NodeLedger"]
 
@@ -48,13 +49,12 @@ class NodeLedger:
 
     def __init__(self, node: NodeDaemon) -> None:
         self.node = node
+        self._manifest_keys: tuple[Manifest, dict[str, bytes]] | None = None
         spec = node.spec
         manifest = node.kit.manifest
-        keys = {e.name: e.verify_key().raw for e in manifest.members}
         genesis = GenesisFacts(
             spec_digest=node.job,
             population=node.roster.population,
-            members=tuple(MemberKey(n, keys[n]) for n in member_order(keys, node.roster.id_of)),
             strategy=spec.strategy.name,
             initial_model=tensor_codec.digest(node.world.initial),
             config_digest=config_digest(spec),
@@ -67,19 +67,25 @@ class NodeLedger:
             federation=manifest.federation_id,
             genesis=genesis,
             keys=self._keys,
-            member_id=node.roster.id_of,
+            member_id=lambda name: node.roster.id_of(name),  # the roster is replaced when the kit is reloaded
             blobs=node.store,
             due=lambda rnd: rnd % every == 0 or rnd >= rounds or node.stopped_early is not None,
+            retain=spec.ledger.retain_updates,
             on_alarm=self._on_alarm,
         )
         self.peers = LedgerPeers(
             self.link, node.network, peers=lambda: [n for n in sorted(node.roster.current) if n != node.me]
         )
-        node.worker.sign_header = self.link.sign_update
+        node.worker.sign_header = self.link.statements.sign
         node.network.on_ack = self._on_ack
 
     def _keys(self) -> Mapping[str, bytes]:
-        return {e.name: e.verify_key().raw for e in self.node.kit.manifest.members}
+        """The manifest's members and keys (parsed once per manifest: a reloaded kit brings a new one)."""
+        manifest = self.node.kit.manifest
+        cached = self._manifest_keys
+        if cached is None or cached[0] is not manifest:
+            cached = self._manifest_keys = (manifest, {e.name: e.verify_key().raw for e in manifest.members})
+        return cached[1]
 
     def _on_alarm(self, alarm: VerificationError) -> None:
         self.node.set_error(str(alarm))
@@ -87,7 +93,7 @@ class NodeLedger:
     def _on_ack(self, peer: str, ack: pb.Ack) -> None:
         if ack.cosignature:
             try:
-                self.link.note_cosignature(ack.cosignature, sender=peer)
+                self.link.witness.note(ack.cosignature, sender=peer)
             except Exception:  # the call's own outcome must not depend on the ledger's bookkeeping
                 log.exception("ledger: the cosignature in %s's reply could not be taken", peer)
 
@@ -120,10 +126,17 @@ class NodeLedger:
         VerificationError
             The entries are refused, or the records before them could not be fetched.
         """
-        first = self.link.first_seq(body)
-        if source is not None and source != self.node.me and first > self.link.size:
+        link = self.link
+        items = link.blocks.built(body.ledger_entries)  # this node's own block: parsed and checked already
+        built = items is not None
+        if items is None:
+            items = parse_records(body.ledger_entries, f"ledger entries of the commit of round {envelope.round}")
+        if not items:
+            raise VerificationError(f"the commit of round {envelope.round} by {leader} carries no ledger entries")
+        first = items[0].entry.seq
+        if source is not None and source != self.node.me and first > link.size:
             self.peers.sync(source, upto=first)
-        self.link.adopt(envelope, body, leader=leader)
+        link.adopt(envelope, body, items, leader=leader, built=built)
 
     def adopted(self, leader: str) -> None:
         """After a commit is adopted: at the end of the job, ask its leader for the final checkpoint."""
@@ -142,7 +155,7 @@ class NodeLedger:
 
     def cosignature(self) -> bytes:
         """This member's cosignature of its latest head (for the reply to a commit)."""
-        return self.link.cosignature()
+        return self.link.witness.cosignature()
 
     def add_entries(self, body: pb.Commit, outcome: RoundOutcome, digests: Mapping[int, str]) -> bool:
         """Put the round's entries and the latest final checkpoint into the leader's commit ``body``.
@@ -151,21 +164,21 @@ class NodeLedger:
         """
         node = self.node
         try:
-            records = self.link.block(
+            records = self.link.blocks.block(
                 outcome,
                 digests=digests,
                 names=node.roster.name_of,
                 strategy=node.spec.strategy.name,
                 previous=body.previous_digest,
                 model=body.model_digest,
-                renumber=self.peers.renumber,
+                ask=self.peers.ask_to_sign,
             )
         except FedswarmError as exc:
             log.error("round %d cannot be recorded on the ledger: %s", outcome.round, exc)
             node.set_error(f"round {outcome.round}: ledger: {exc}")
             return False
         body.ledger_entries.extend(records)
-        body.checkpoint = self.link.commit_checkpoint()
+        body.checkpoint = self.link.witness.commit_checkpoint()
         return True
 
     # messages -------------------------------------------------------------------------------------
@@ -177,8 +190,10 @@ class NodeLedger:
         MessageRefused
             It is missing or does not describe the update.
         """
+        if header.ledger_cosignature:
+            self.link.witness.note(header.ledger_cosignature, sender=message.sender)
         try:
-            self.link.note_update(message.sender, message.round, header, data)
+            self.link.statements.check(message.sender, message.round, header, data)
         except VerificationError as exc:
             raise MessageRefused("unexpected", f"ledger: {exc}") from None
         except FedswarmError as exc:  # bytes that are not an update

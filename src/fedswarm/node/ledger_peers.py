@@ -13,8 +13,11 @@ reply states the callee's view with a consistency proof from the caller's size, 
   update, so each member sends it in a call that waits until the leader has a final checkpoint.
 * **catching up** (:meth:`LedgerPeers.sync`): a node whose ledger is shorter than a peer's fetches the
   records it lacks (and the models they name), checks their signatures and rules, and appends them.
-* **renumbering** (:meth:`LedgerPeers.renumber`): a leader asks a member to sign its update statement
-  again at the position it has in the round's block.
+* **asking for a signature** (:meth:`LedgerPeers.ask_to_sign`): a leader asks a member to sign an entry
+  of its own for the round's block: its update statement again at the position it has there, or (a
+  leader not registered yet) the admission of a new member.
+
+The replica's side of each exchange is in :mod:`fedswarm.node.ledger_views`.
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ from collections.abc import Callable
 
 from fedswarm.core.errors import FedswarmError, VerificationError
 from fedswarm.ledger.checkpoint import CosignedHead
-from fedswarm.node.ledgerlink import LedgerLink
+from fedswarm.ledger.entries import Entry, EntryError, MemberAdmitted
+from fedswarm.node.ledger_views import catch_up, compare_view, missing_models, reply_view, request_view
+from fedswarm.node.ledgerlink import LedgerLink, parse_records
 from fedswarm.node.network import Network
 from fedswarm.transport._generated.fedswarm.v1 import federation_pb2 as pb
 from fedswarm.transport.client import PeerError
 from fedswarm.transport.envelope import MessageRefused
 
-__all__ = ["GOSSIP_SECONDS", "LedgerPeers"]
+__all__ = ["GOSSIP_SECONDS", "LedgerPeers", "sign_asked"]
 
 log = logging.getLogger("fedswarm.node")
 
@@ -41,6 +46,24 @@ GOSSIP_SECONDS = 30.0
 
 _PAGE = 1024
 """Records asked for per catch-up call."""
+
+
+def sign_asked(link: LedgerLink, data: bytes) -> bytes:
+    """Sign an entry a leader asks this member to sign, if it is one this member would write: its own update
+    statement at another position, or an admission (returns the signed record).
+
+    Raises
+    ------
+    VerificationError
+        The bytes are not an entry, or not one this member signs.
+    """
+    try:
+        entry = Entry.decode(bytes(data))
+    except EntryError as exc:
+        raise VerificationError(f"entry to sign: {exc}") from None
+    if isinstance(entry.body, MemberAdmitted):
+        return link.blocks.sign_admission(entry)
+    return link.statements.sign_again(entry)
 
 
 class LedgerPeers:
@@ -115,7 +138,7 @@ class LedgerPeers:
 
     def compare(self, peer: str, *, sync: bool = True) -> bool:
         """Compare ledgers with ``peer`` (and catch up from it if it is ahead); ``False`` if unreachable."""
-        request = self.link.request()
+        request = request_view(self.link)
         try:
             reply = self._call(peer, request, timeout=self.network.settings.rpc_timeout)
         except (PeerError, KeyError) as exc:
@@ -131,9 +154,9 @@ class LedgerPeers:
         return True
 
     def _check(self, peer: str, request: pb.CheckpointRequest, reply: pb.CheckpointReply) -> None:
-        self.link.compare(
-            peer, int(reply.size), bytes(reply.root), proof=list(reply.consistency), base=int(request.size),
-            checkpoint=bytes(reply.checkpoint),
+        compare_view(
+            self.link, peer, int(reply.size), bytes(reply.root), proof=list(reply.consistency),
+            base=int(request.size), checkpoint=bytes(reply.checkpoint),
         )  # fmt: skip
 
     def request_final(self, leader: str) -> None:
@@ -141,7 +164,7 @@ class LedgerPeers:
         checkpoint it answers with (in the background)."""
 
         def run() -> None:
-            request = self.link.request(cosign=True, wait_final=True)
+            request = request_view(self.link, cosign=True, wait_final=True)
             try:
                 reply = self._call(leader, request, timeout=self.network.settings.rpc_timeout + 10.0)
             except (PeerError, KeyError) as exc:
@@ -164,7 +187,7 @@ class LedgerPeers:
             if upto is not None and size >= upto:
                 return
             want = _PAGE if upto is None else min(_PAGE, upto - size)
-            request = self.link.request(records_from=size, max_records=want)
+            request = request_view(self.link, records_from=size, max_records=want)
             try:
                 reply = self._call(peer, request, timeout=max(30.0, self.network.settings.rpc_timeout))
             except (PeerError, KeyError) as exc:
@@ -172,9 +195,10 @@ class LedgerPeers:
             records = list(reply.records)
             if not records:
                 return
-            for digest in self.link.models_named(records):
+            items = parse_records(records, f"records from {peer}")
+            for digest in self.link.run(lambda: missing_models(self.link, items)):  # noqa: B023 (run at once)
                 self._fetch_object(peer, digest)
-            self.link.extend(records)
+            catch_up(self.link, items)
             log.info("ledger: appended entries %d..%d from %s", size, size + len(records) - 1, peer)
             if size + len(records) >= reply.size:
                 self._check(peer, request, reply)
@@ -191,20 +215,21 @@ class LedgerPeers:
             raise VerificationError(f"ledger: cannot fetch model {digest[:16]} from {peer}: {exc}") from None
         self.link.put_object(bytes(data))
 
-    def renumber(self, member: str, entry: bytes) -> bytes:
-        """Ask ``member`` to sign its update statement ``entry`` again (at the position it now names).
+    def ask_to_sign(self, member: str, entry: bytes) -> bytes:
+        """Ask ``member`` to sign ``entry``, an entry of its own (its statement at the position it now names,
+        or an admission); returns the signed record.
 
         Raises
         ------
         VerificationError
             The member could not be reached or refused.
         """
-        request = self.link.request()
+        request = request_view(self.link)
         request.renumber = entry
         try:
             reply = self._call(member, request, timeout=self.network.settings.rpc_timeout)
         except (PeerError, KeyError) as exc:
-            raise VerificationError(f"ledger: {member} did not sign its renumbered entry: {exc}") from None
+            raise VerificationError(f"ledger: {member} did not sign entry: {exc}") from None
         return bytes(reply.record)
 
     # serving --------------------------------------------------------------------------------------
@@ -220,21 +245,21 @@ class LedgerPeers:
         record = b""
         if request.renumber:
             try:
-                record = link.sign_renumbered(request.renumber)
+                record = sign_asked(link, request.renumber)
             except FedswarmError as exc:
-                raise MessageRefused("unexpected", f"{link.me} does not sign the renumbered entry: {exc}") from None
+                raise MessageRefused("unexpected", f"{link.me} does not sign the entry: {exc}") from None
         if request.cosignature:
-            link.note_cosignature(request.cosignature, sender=sender)
+            link.witness.note(request.cosignature, sender=sender)
         if len(request.root) == 32 and request.size <= link.size:
             # a fork raises the alarm here; the reply still goes out, so that the peer sees it too
-            link.compare(sender, int(request.size), bytes(request.root), checkpoint=bytes(request.checkpoint))
+            compare_view(link, sender, int(request.size), bytes(request.root), checkpoint=bytes(request.checkpoint))
         if request.wait_final and request.cosignature:
             try:
                 size = CosignedHead.decode(request.cosignature).head.size
             except VerificationError:
                 size = 0
-            link.wait_final(size, min(10.0, wait if wait is not None else 10.0))
+            link.witness.wait_final(size, min(10.0, wait if wait is not None else 10.0))
         settings = self.network.settings
-        reply = link.reply(request, max_bytes=max(1 << 16, settings.max_message_bytes // 2))
+        reply = reply_view(link, request, max_bytes=max(1 << 16, settings.max_message_bytes // 2))
         reply.record = record
         return reply

@@ -14,6 +14,7 @@ from fedswarm.ledger.entries import (
     Entry,
     EvaluationReported,
     FederationCreated,
+    MemberAdmitted,
     MemberKey,
     RoundOpened,
     SignedEntry,
@@ -22,7 +23,9 @@ from fedswarm.ledger.entries import (
 )
 from fedswarm.ledger.roundblock import BlockRefused, CommitFacts, DeclaredUpdate, check_round_block
 
-KEYS = {n: SigningKey.from_seed(hashlib.sha256(n.encode()).digest()) for n in ("lead", "a", "b", "coordinator@lead")}
+KEYS = {
+    n: SigningKey.from_seed(hashlib.sha256(n.encode()).digest()) for n in ("lead", "a", "b", "c", "coordinator@lead")
+}
 BASE, MODEL, UA, UB = "10" * 32, "20" * 32, "aa" * 32, "bb" * 32
 
 
@@ -101,3 +104,25 @@ def test_the_first_block_is_created_by_the_coordinator() -> None:
     check_round_block([_signed(9, "coordinator@lead", genesis), *_block()], first)
     with pytest.raises(BlockRefused, match=r"entry 9 \(federation_created by a\): .* created by coordinator@lead"):
         check_round_block([_signed(9, "a", genesis), *_block()], first)
+
+
+def _admission(seq: int, author: str, member: str = "c") -> SignedEntry:
+    return _signed(seq, author, MemberAdmitted(member, KEYS[member].public_key().raw, "listed in the manifest"))
+
+
+def test_members_are_admitted_before_the_round_by_its_leader_or_one_of_its_members() -> None:
+    shifted = [_signed(i.entry.seq + 1, i.entry.author, i.entry.body) for i in _block()]
+    check_round_block([_admission(9, "lead"), *shifted], FACTS)  # the leader admits
+    check_round_block([_admission(9, "a"), *shifted], FACTS)  # a member of the round (the leader is new)
+    with pytest.raises(
+        BlockRefused,
+        match=r"entry 9 \(member_admitted by c\): c is not the coordinator and neither leads nor takes part",
+    ):
+        check_round_block([_admission(9, "c", "b"), *shifted], FACTS)
+    late = [
+        *_block()[:1],
+        _admission(11, "lead"),
+        *[_signed(i.entry.seq + 1, i.entry.author, i.entry.body) for i in _block()[1:]],
+    ]
+    with pytest.raises(BlockRefused, match=r"entry 11 \(member_admitted by lead\): admissions come before"):
+        check_round_block(late, FACTS)

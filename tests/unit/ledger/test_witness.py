@@ -22,13 +22,13 @@ from ledger_fixtures import build_ledger
 
 KEYS = {n: SigningKey.from_seed(hashlib.sha256(n.encode()).digest()) for n in ("m0", "m1", "m2", "m3")}
 REGISTRY = {n: k.public_key().raw for n, k in KEYS.items()}
-# the coordinator is the founding member m0 under a name of its own, with m0's key
+# on the network the coordinator is the founding member m0 under a name of its own, with m0's key
 COORDINATOR = Coordinator("coordinator@m0", REGISTRY["m0"], "m0")
 HEAD = TreeHead("fed", 12, b"\x07" * 32, 1234)
 
 
-def _pool(*heads: TreeHead) -> WitnessPool:
-    pool = WitnessPool()
+def _pool(*heads: TreeHead, signer: str = "m0") -> WitnessPool:
+    pool = WitnessPool(signer=signer)
     for head in heads:
         pool.record(head, due=True)
     return pool
@@ -56,19 +56,56 @@ def test_wire_forms_round_trip_and_refuse_other_bytes() -> None:
         Checkpoint.decode(final.encode()[:-2])
 
 
-def test_a_quorum_with_the_founder_makes_a_final_checkpoint() -> None:
-    pool = _pool(HEAD)
-    assert _add(pool, "m1") is None and _add(pool, "m2") is None and _add(pool, "m3") is None  # 3 of 4: no founder
-    final = _add(pool, "m0")
+def test_a_quorum_with_the_founding_member_makes_the_coordinators_checkpoint() -> None:
+    pool = _pool(HEAD, signer="m2")
+    assert _add(pool, "m1") is None and _add(pool, "m0") is None
+    final = _add(pool, "m3")  # 3 of 4 with m0
     assert final is not None and pool.latest_final == final
-    assert (
-        final.signer == "coordinator@m0"
-        and final.signature == cosign_head(HEAD, member="m0", key=KEYS["m0"]).cosignature.signature
-    )
-    assert [c.member for c in final.cosignatures] == ["m0", "m1", "m2", "m3"]
+    assert final.signer == "coordinator@m0" and final.key == REGISTRY["m0"]
+    assert final.signature == cosign_head(HEAD, member="m0", key=KEYS["m0"]).cosignature.signature
+    assert [c.member for c in final.cosignatures] == ["m0", "m1", "m3"]
     final.verify_signature(signer_key=REGISTRY["m0"])
     verify_final(final, REGISTRY)
-    assert _add(pool, "m1") is None  # nothing new after finality
+    assert _add(pool, "m2") is None  # nothing new after finality
+
+
+def test_without_the_founding_member_the_gathering_member_signs() -> None:
+    pool = _pool(HEAD, signer="m2")
+    assert _add(pool, "m1") is None and _add(pool, "m3") is None
+    final = _add(pool, "m2")  # m0, the founding member, never cosigned
+    assert final is not None and final.signer == "m2" and final.key == REGISTRY["m2"]
+    assert final.signature == cosign_head(HEAD, member="m2", key=KEYS["m2"]).cosignature.signature
+    assert {c.member for c in final.cosignatures} == {"m1", "m2", "m3"}
+    final.verify_signature(signer_key=REGISTRY["m2"])
+    verify_final(final, REGISTRY)
+
+
+def test_a_quorum_without_the_founder_or_this_node_makes_no_checkpoint_here() -> None:
+    pool = _pool(HEAD, signer="m2")
+    assert _add(pool, "m1") is None and _add(pool, "m3") is None
+    assert (
+        pool.add(
+            cosign_head(HEAD, member="m0", key=KEYS["m1"]),
+            registry={**REGISTRY, "m0": REGISTRY["m1"]},
+            coordinator=COORDINATOR,
+            quorum=(2, 3),
+        )
+        is None
+    )  # m0 registered with another key than the coordinator's: not the coordinator's signature
+    assert pool.latest_final is None
+
+
+def test_a_cosignature_sent_again_is_not_checked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    pool = _pool(HEAD, signer="m1")
+    item = cosign_head(HEAD, member="m2", key=KEYS["m2"])
+    assert pool.add(item, registry=REGISTRY, coordinator=COORDINATOR, quorum=(2, 3)) is None
+    calls = []
+    monkeypatch.setattr(CosignedHead, "verify", lambda self, key: calls.append(key))
+    assert pool.add(item, registry=REGISTRY, coordinator=COORDINATOR, quorum=(2, 3)) is None
+    assert calls == []
+    other = cosign_head(HEAD, member="m3", key=KEYS["m3"])
+    pool.add(other, registry=REGISTRY, coordinator=COORDINATOR, quorum=(2, 3))
+    assert calls == [REGISTRY["m3"]]
 
 
 def test_too_few_cosigners_and_heads_not_due_make_no_checkpoint() -> None:
