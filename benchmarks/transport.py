@@ -15,8 +15,14 @@ growth while streaming beyond the update it holds (a bounded window: a few chunk
 overhead of a 10-member ``fedswarm up`` federation with a tiny model: the median time from one round's
 start to the next's at its coordinator (``started_ms`` in the round records, so the commit and its
 delivery count) less the median compute of the same rounds in the in-process simulation (target <= 50
-ms). ``round_seconds_engine`` is the round engine's own part of a round, for comparison. Progress goes
-to stderr.
+ms). ``round_seconds_engine`` is the round engine's own part of a round, for comparison. With
+``--repeat N`` the federation runs N times and the median period counts. ``round_cpu_ms_*``: CPU
+milliseconds (user + system, from ``/proc``) per round of all node processes together, of the
+coordinator, and of the mean other member, over the same rounds; ``round_cpu_over_compute`` relates the
+first to the simulated round's compute. On a shared machine the period depends on the load (``load_1m``,
+before and after), the CPU per round much less. Progress goes to stderr.
+
+    nice -n 10 .venv/bin/python benchmarks/transport.py --skip-stream --repeat 3   # round overhead only
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import argparse
 import hashlib
 import json
 import multiprocessing as mp
+import os
 import socket
 import ssl
 import sys
@@ -109,9 +116,8 @@ def _grpc_receiver(material: TlsMaterial, parts: dict[str, Any], limit: int, por
         futures.ThreadPoolExecutor(max_workers=4),
         options=server_options(max_message_bytes=4 << 20, keepalive_seconds=20),
     )
-    pb_grpc.add_PeerServicer_to_server(
-        PeerService(sink, verifier=verifier, authenticator=PeerAuthenticator(trust)), server
-    )  # type: ignore[arg-type,no-untyped-call]
+    service = PeerService(sink, verifier=verifier, authenticator=PeerAuthenticator(trust))  # type: ignore[arg-type]
+    pb_grpc.add_PeerServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     port = server.add_secure_port("127.0.0.1:0", server_credentials(material))
     server.start()
     base = _status_mb("VmRSS")
@@ -236,7 +242,59 @@ def stream_benchmark(mb: int) -> dict[str, Any]:
     }
 
 
-def round_overhead(members: int, rounds: int, *, ledger: bool = False) -> dict[str, Any]:
+def _cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU seconds of a running process, from Linux ``/proc`` (``None`` if unreadable)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class _CpuMeter:
+    """CPU seconds of every node process, sampled when the leader is first seen at round ``start`` or later,
+    and again each time it is first seen at a later round (the last of those samples ends the span)."""
+
+    def __init__(self, leader: str, *, start: int) -> None:
+        self.leader = leader
+        self.start = start
+        self.first: tuple[int, dict[str, float]] | None = None
+        self.last: tuple[int, dict[str, float]] | None = None
+
+    def __call__(self, fed: Any, done: Any) -> None:
+        rnd = int(done.get(self.leader, 0))
+        if rnd < self.start or (self.last is not None and rnd <= self.last[0]):
+            return
+        sample = {name: _cpu_seconds(proc.pid) for name, proc in fed.processes.items()}
+        if any(v is None for v in sample.values()):
+            return
+        taken = (rnd, {n: float(v) for n, v in sample.items() if v is not None})
+        if self.first is None:
+            self.first = taken
+        self.last = taken
+
+    def per_round_ms(self) -> dict[str, float] | None:
+        """Federation, leader and mean member CPU milliseconds per round over the span, or ``None``."""
+        if self.first is None or self.last is None or self.last[0] <= self.first[0]:
+            return None
+        rounds = self.last[0] - self.first[0]
+        used = {n: self.last[1][n] - self.first[1].get(n, 0.0) for n in self.last[1]}
+        members = [v for n, v in used.items() if n != self.leader]
+        return {
+            "federation": 1000 * sum(used.values()) / rounds,
+            "leader": 1000 * used.get(self.leader, 0.0) / rounds,
+            "member": 1000 * sum(members) / max(1, len(members)) / rounds,
+        }
+
+
+def round_overhead(members: int, rounds: int, *, ledger: bool = False, repeat: int = 1) -> dict[str, Any]:
+    """Run a ``members``-member star federation of a tiny model ``repeat`` times; time and CPU per round.
+
+    The period is the median time from one round's start to the next's at the coordinator (from round 2:
+    round 1 includes connection set-up); the overhead is that less the median compute of a simulated
+    round. CPU: user + system seconds of all node processes over the same rounds, per round (less
+    sensitive to other load on the machine than the period).
+    """
     from fedswarm.node.up import run_local_federation
     from fedswarm.sim.engine import run_simulation
     from fedswarm.spec.schema import parse_spec
@@ -251,32 +309,50 @@ def round_overhead(members: int, rounds: int, *, ledger: bool = False) -> dict[s
         "network": {"probe_interval": 0.5},
     }
     spec = parse_spec(raw)
+    leader = spec.network.member_names(members)[spec.network.aggregator]
+    periods, engines, cpus = [], [], []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         what = "with" if ledger else "without"
-        print(f"{members}-member federation over the network, {rounds} rounds, {what} ledger ...", file=sys.stderr)
-        fed = run_local_federation(spec, out_dir=Path(tmp) / "up", timeout=600)
-        records = fed.history()
-        starts = [int(r["started_ms"]) for r in records]
-        # round 1 includes connection set-up: periods from round 2 on, each up to the next round's start
-        period = float(np.median(np.diff(starts[1:]))) / 1000.0
-        engine = float(np.median([float(r["seconds"]) for r in records[1:]]))
+        for k in range(repeat):
+            print(f"{members}-member federation over the network, {rounds} rounds, {what} ledger "
+                  f"(run {k + 1} of {repeat}) ...", file=sys.stderr)  # fmt: skip
+            meter = _CpuMeter(leader, start=2)
+            fed = run_local_federation(spec, out_dir=Path(tmp) / f"up{k}", timeout=600, on_poll=meter)
+            records = fed.history()
+            starts = [int(r["started_ms"]) for r in records]
+            periods.append(float(np.median(np.diff(starts[1:]))) / 1000.0)
+            engines.append(float(np.median([float(r["seconds"]) for r in records[1:]])))
+            cpu = meter.per_round_ms()
+            if cpu is not None:
+                cpus.append(cpu)
         sim = run_simulation(spec, out_dir=Path(tmp) / "sim", write_outputs=False).history
         compute = float(np.median([float(r["seconds"]) for r in sim[1:]]))
-    return {
+    period = float(np.median(periods))
+    out: dict[str, Any] = {
         "members": members,
         "rounds": rounds,
+        "runs": repeat,
         "round_seconds_network": round(period, 4),
-        "round_seconds_engine": round(engine, 4),
+        "round_seconds_network_runs": [round(p, 4) for p in periods],
+        "round_seconds_engine": round(float(np.median(engines)), 4),
         "round_seconds_compute": round(compute, 4),
         "round_overhead_ms": round(1000 * (period - compute), 2),
+        "load_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
+    if cpus:
+        for part in ("federation", "leader", "member"):
+            out[f"round_cpu_ms_{part}"] = round(float(np.median([c[part] for c in cpus])), 2)
+        out["round_cpu_over_compute"] = round(out["round_cpu_ms_federation"] / (1000 * compute), 2)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=256, help="update size in MiB")
     parser.add_argument("--members", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--repeat", type=int, default=1, help="federations run for the round overhead (median)")
     parser.add_argument("--skip-stream", action="store_true", help="only the round overhead")
     parser.add_argument(
         "--ledger", action="store_true", help="also measure the round overhead with every node keeping its ledger"
@@ -285,12 +361,17 @@ def main() -> None:
     result: dict[str, Any] = {"benchmark": "transport"}
     if not args.skip_stream:
         result.update(stream_benchmark(args.mb))
-    result.update(round_overhead(args.members, args.rounds))
+    result.update(round_overhead(args.members, args.rounds, repeat=args.repeat))
     if args.ledger:
-        on = round_overhead(args.members, args.rounds, ledger=True)
+        on = round_overhead(args.members, args.rounds, ledger=True, repeat=args.repeat)
         result["round_seconds_network_ledger"] = on["round_seconds_network"]
         result["round_overhead_ledger_ms"] = on["round_overhead_ms"]
         result["round_period_ratio_ledger"] = round(on["round_seconds_network"] / result["round_seconds_network"], 3)
+        if "round_cpu_ms_federation" in on and "round_cpu_ms_federation" in result:
+            result["round_cpu_ms_federation_ledger"] = on["round_cpu_ms_federation"]
+            result["round_cpu_ratio_ledger"] = round(
+                on["round_cpu_ms_federation"] / result["round_cpu_ms_federation"], 3
+            )
     print(json.dumps(result, separators=(",", ":")))
 
 

@@ -84,6 +84,7 @@ class Leadership:
         self.slot = round_seconds(spec) + s.evaluate_timeout + 2 * s.rpc_timeout + s.takeover_grace
         self._attempt = 0
         self._leading: int | None = None
+        self._held: tuple[int, str] | None = None  # (round, model) whose state the strategy and extensions hold
 
     def run_start(self) -> RunStart:
         spec = self.node.spec
@@ -253,8 +254,10 @@ class Leadership:
         try:
             progress = node.progress
             params = node.store.parameters(progress.model_digest)
-            self.strategy.load_state_dict(dict(node.store.parameters(progress.state_digest)))
-            self.restore_extension_state(progress)
+            if self._held != (progress.round, progress.model_digest):  # else: this node committed it, state in hand
+                self.strategy.load_state_dict(dict(node.store.parameters(progress.state_digest)))
+                self.restore_extension_state(progress)
+            self._held = None  # the round changes the state
             candidates = np.asarray(
                 [m for m in node.roster.current_ids() if node.network.reachable(node.roster.name_of(m))], dtype=np.int64
             )
@@ -268,7 +271,7 @@ class Leadership:
             )
             base_size = node.store.size(progress.model_digest)
             outcome, digests = node.driver.drive(
-                gen, attempt=self._attempt, base_digest=progress.model_digest, base_size=base_size
+                gen, attempt=self._attempt, base_digest=progress.model_digest, base_size=base_size, base=params
             )
         except RoundAborted as exc:
             log.warning("round %d aborted: %s", rnd, exc)
@@ -293,8 +296,9 @@ class Leadership:
         store = node.store
         model = tensor_codec.encode(outcome.parameters)
         state = tensor_codec.encode(Parameters(self.strategy.state_dict()))
-        model_digest, model_size = store.put(model, durable=False), len(model)  # flushed by apply_commit
-        state_digest, state_size = store.put(state, durable=False), len(state)
+        limit = inline_limit(node.settings.chunk_bytes)
+        model_digest, model_size = store.put_staged(model, limit=limit), len(model)  # written by apply_commit
+        state_digest, state_size = store.put_staged(state, limit=limit), len(state)
         record = outcome_record(outcome, leader=node.me, model_digest=model_digest, started_ms=started_ms)
         if stop is not None:
             record["stopped_early"] = stop
@@ -305,7 +309,6 @@ class Leadership:
                 run_summary.update(ext.summary())
             if run_summary:
                 record["extensions"] = run_summary
-        limit = inline_limit(node.settings.chunk_bytes)
         inline_model = model_size <= limit
         inline_state = state_size + (model_size if inline_model else 0) <= limit
         body = pb.Commit(
@@ -324,6 +327,8 @@ class Leadership:
             return False
         envelope = node.network.seal(body, round=rnd)
         written = node.apply_commit(envelope, body, leader=node.me, background=True)  # waited for before sending
+        if node.progress.round == rnd and node.progress.model_digest == model_digest:
+            self._held = (rnd, model_digest)
         pending = PendingCommit(
             round=rnd,
             envelope=envelope,

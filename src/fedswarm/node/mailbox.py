@@ -1,7 +1,7 @@
 """Where a coordinator collects the replies of one exchange, until all arrived or the deadline passed.
 
 Replies arrive on gRPC server threads; the coordinator's thread waits on a condition variable (no
-polling of the replies themselves). Only replies to the exchange that is open, from members it was
+polling of the replies themselves), and is woken once, when the last expected reply is in (not by each). Only replies to the exchange that is open, from members it was
 sent to, once each, are accepted; anything else is refused with the reason. While waiting, the
 coordinator can probe the members it is still waiting for, so a member that died is reported as a
 dropout at the next probe rather than at the deadline.
@@ -77,6 +77,10 @@ class Mailbox:
         with self._cond:
             self._check(slot, member)
             self._replies[member] = reply
+            self._wake_if_complete()
+
+    def _wake_if_complete(self) -> None:
+        if len(self._replies) >= len(self._expected) and self._expected.issubset(self._replies):
             self._cond.notify_all()
 
     def _check(self, slot: Slot, member: int) -> None:
@@ -103,7 +107,7 @@ class Mailbox:
                 return
             if member in self._expected and member not in self._replies:
                 self._replies[member] = Dropout(reason)
-                self._cond.notify_all()
+                self._wake_if_complete()
 
     def wait(
         self,

@@ -27,7 +27,7 @@ from fedswarm.crypto.signing import SigningKey
 from fedswarm.spec.network import NetworkSpec
 from fedswarm.transport._generated.fedswarm.v1 import federation_pb2 as pb
 from fedswarm.transport.client import PeerClient, PeerError
-from fedswarm.transport.envelope import seal
+from fedswarm.transport.envelope import SealedHere, seal
 from fedswarm.transport.tls import TlsMaterial
 
 __all__ = ["Network", "PeerHealth"]
@@ -73,6 +73,7 @@ class Network:
         self._stop = threading.Event()
         self._prober = threading.Thread(target=self._reprobe_loop, name="reprobe", daemon=True)
         self.on_ack: Callable[[str, pb.Ack], None] | None = None  # sees the replies of calls made with call_each
+        self.sealed = SealedHere()  # what this node signed: its verifier need not check those signatures again
 
     def start(self) -> None:
         self._prober.start()
@@ -89,7 +90,8 @@ class Network:
     # identity -------------------------------------------------------------------------------------
     def seal(self, body: Message, *, round: int) -> pb.Envelope:
         """Sign ``body`` as this node for ``round``."""
-        return seal(body, key=self._key, sender=self.me, federation_id=self.federation_id, round=round)
+        envelope = seal(body, key=self._key, sender=self.me, federation_id=self.federation_id, round=round)
+        return self.sealed.remember(envelope)
 
     def set_loopback(self, client: PeerClient) -> None:
         """Route calls to this node itself through ``client`` (see :func:`fedswarm.transport.loopback.loopback_client`)."""

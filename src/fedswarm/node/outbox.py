@@ -24,38 +24,46 @@ __all__ = ["Outbox", "Ticket"]
 
 @dataclass(eq=False)
 class Ticket:
-    """One waiting call of ``member``."""
+    """One waiting call of ``member``; ``event`` is set once it is done (a message offered, or released)."""
 
     member: str
     reply: pb.Ack = field(default_factory=pb.Ack)
     done: bool = False
+    event: threading.Event = field(default_factory=threading.Event)
 
 
 class Outbox:
-    """Calls of members waiting for the coordinator's next message to them."""
+    """Calls of members waiting for the coordinator's next message to them.
+
+    Each waiting call sleeps on its own ticket's event, so handing a message to one call (or a new call
+    replacing an old one) wakes that call only, not every call waiting in the outbox.
+    """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._waiting: dict[str, Ticket] = {}
+
+    @staticmethod
+    def _end(ticket: Ticket) -> None:
+        ticket.done = True
+        ticket.event.set()
 
     def enter(self, member: str) -> Ticket:
         """Register a call of ``member`` that will wait (replacing an earlier one, which ends empty)."""
         ticket = Ticket(member)
-        with self._cond:
+        with self._lock:
             old = self._waiting.get(member)
             if old is not None:
-                old.done = True
+                self._end(old)
             self._waiting[member] = ticket
-            self._cond.notify_all()
         return ticket
 
     def leave(self, ticket: Ticket) -> None:
         """End ``ticket`` without a message (its call was refused, or returns now)."""
-        with self._cond:
-            ticket.done = True
+        with self._lock:
+            self._end(ticket)
             if self._waiting.get(ticket.member) is ticket:
                 del self._waiting[ticket.member]
-            self._cond.notify_all()
 
     def wait(self, ticket: Ticket, *, timeout: float, stop: threading.Event) -> pb.Ack:
         """Wait until a message is offered to ``ticket``, ``timeout`` seconds pass, or ``stop`` is set.
@@ -63,14 +71,14 @@ class Outbox:
         Returns the reply to send back: with the message if one was offered in time, else empty.
         """
         end = time.monotonic() + timeout
-        with self._cond:
-            while not ticket.done and not stop.is_set():
-                left = end - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(min(left, 0.5))
+        while not ticket.event.is_set() and not stop.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            ticket.event.wait(min(left, 0.5))  # wakes at once when offered; ``stop`` is looked at twice a second
+        with self._lock:
             if not ticket.done:  # timed out or stopping: from now on the coordinator sends it itself
-                ticket.done = True
+                self._end(ticket)
                 if self._waiting.get(ticket.member) is ticket:
                     del self._waiting[ticket.member]
             return ticket.reply
@@ -79,7 +87,7 @@ class Outbox:
         self, member: str, *, assign: pb.AssignRequest | None = None, commit: pb.CommitRequest | None = None
     ) -> bool:
         """Hand a message to the waiting call of ``member``; ``False`` if there is none (send it yourself)."""
-        with self._cond:
+        with self._lock:
             ticket = self._waiting.pop(member, None)
             if ticket is None or ticket.done:
                 return False
@@ -87,29 +95,26 @@ class Outbox:
                 ticket.reply.assign.CopyFrom(assign)
             if commit is not None:
                 ticket.reply.commit.CopyFrom(commit)
-            ticket.done = True
-            self._cond.notify_all()
+            self._end(ticket)
             return True
 
     def tickets(self) -> list[Ticket]:
         """The waiting calls, now."""
-        with self._cond:
+        with self._lock:
             return list(self._waiting.values())
 
     def release(self, tickets: list[Ticket]) -> None:
         """End those of ``tickets`` still waiting, empty (nothing more will come for them from here)."""
-        with self._cond:
+        with self._lock:
             for ticket in tickets:
                 if not ticket.done:
-                    ticket.done = True
+                    self._end(ticket)
                     if self._waiting.get(ticket.member) is ticket:
                         del self._waiting[ticket.member]
-            self._cond.notify_all()
 
     def release_all(self) -> None:
         """End every waiting call empty (the round ended without a message for them)."""
-        with self._cond:
+        with self._lock:
             for ticket in self._waiting.values():
-                ticket.done = True
+                self._end(ticket)
             self._waiting.clear()
-            self._cond.notify_all()

@@ -12,19 +12,24 @@ Blobs and the progress are written to a temporary name and renamed, so a node ki
 restarts from the last round it fully wrote. A blob is stored only if its bytes hash to its name, and
 may be written without flushing (``durable=False``) when a later :meth:`NodeStore.sync` flushes it
 before the progress that names it is written (:meth:`fedswarm.node.daemon.NodeDaemon.apply_commit`):
-the progress on disk only ever names blobs that are on disk. The history is appended to, one line per
-round, after the progress; it is not flushed separately because the progress holds the signed commit,
-whose record the daemon appends again if a crash lost it (:meth:`NodeStore.history_rounds`).
+the progress on disk only ever names blobs that are on disk. :meth:`NodeStore.save_round` makes a round
+durable with a single file write and flush when its model and state are small: the progress file then
+holds copies of them (``"blobs"``, base64), they stay in memory instead of getting files of their own,
+and :meth:`NodeStore.progress` writes them out from their copies when the node starts again. The history is
+appended to, one line per round, after the progress; it is not flushed separately because the progress
+holds the signed commit, whose record the daemon appends again if a crash lost it
+(:meth:`NodeStore.history_rounds`).
 """
 
 from __future__ import annotations
 
+import base64
 import collections
 import json
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, cast
@@ -40,6 +45,7 @@ __all__ = ["NodeStore", "Progress", "read_history"]
 _PROGRESS, _HISTORY, _BLOBS = "progress.json", "history.jsonl", "blobs"
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _RECENT = 6  # blobs stored last, which pruning spares
+_MAX_STAGED = 8  # blobs held in memory before the oldest is written out
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,13 @@ def read_history(directory: Path) -> list[dict[str, Any]]:
 
 
 class NodeStore:
-    """The data folder of one node."""
+    """The data folder of one node.
+
+    Blobs live in files, or in memory: *staged* ones wait for a writer to put them in files
+    (:meth:`write_staged`), *resident* ones are small blobs of a written round, whose durable copy is in
+    the progress file (:meth:`save_round`), and are dropped by :meth:`prune` once no longer needed.
+    Readers see both like stored ones.
+    """
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
@@ -101,6 +113,9 @@ class NodeStore:
         self._lock = threading.Lock()
         self._recent: collections.deque[str] = collections.deque(maxlen=_RECENT)
         self._staged: dict[str, bytes] = {}
+        self._resident: dict[str, bytes] = {}
+        self._files: set[str] = set()  # blob files this store wrote (pruning looks at these)
+        self._scan = True  # files of an earlier run may be left: the first pruning lists the folder
 
     # blobs ----------------------------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
@@ -108,22 +123,48 @@ class NodeStore:
             raise VerificationError(f"blob digest {digest[:70]!r} is not a lower-case hex SHA-256")
         return self.directory / _BLOBS / digest
 
+    def _memory(self, digest: str) -> bytes | None:
+        with self._lock:
+            data = self._staged.get(digest)
+            return data if data is not None else self._resident.get(digest)
+
     def has(self, digest: str) -> bool:
         if _DIGEST.fullmatch(digest) is None:
             raise VerificationError(f"blob digest {digest[:70]!r} is not a lower-case hex SHA-256")
-        with self._lock:
-            if digest in self._staged:
-                return True
+        if self._memory(digest) is not None:
+            return True
         return os.path.isfile(os.path.join(self._blobs, digest))
+
+    def _write(self, digest: str, data: bytes | bytearray, *, durable: bool) -> None:
+        _write_atomic(self.blob_path(digest), data, durable=durable)
+        with self._lock:
+            self._files.add(digest)
 
     def stage(self, data: bytes, *, digest: str) -> None:
         """Hold bytes already checked against ``digest`` in memory, as stored, until :meth:`write_staged`.
 
-        Readers see a staged blob like a stored one; writing it is left to a background writer.
+        Readers see a staged blob like a stored one; writing it is left to a background writer. At most a few
+        blobs stay staged: beyond that the oldest is written out now (unflushed), e.g. the models of rounds
+        that were aborted before a commit wrote them.
         """
         with self._lock:
             self._staged[digest] = data
             self._recent.append(digest)
+            overflow = list(self._staged)[: max(0, len(self._staged) - _MAX_STAGED)]
+        self.write_staged(overflow)
+
+    def put_staged(self, data: bytes, *, limit: int) -> str:
+        """Store bytes under their SHA-256, unflushed: staged in memory (:meth:`stage`) when at most ``limit``
+        bytes, else written to their file now. Returns the digest; a later write of the round flushes them."""
+        if len(data) > limit:
+            return self.put(data, durable=False)
+        digest = sha256_hex(data)
+        if not self.has(digest):
+            self.stage(data, digest=digest)
+        else:
+            with self._lock:
+                self._recent.append(digest)
+        return digest
 
     def write_staged(self, digests: Iterable[str]) -> None:
         """Write those of ``digests`` that are staged to files (unflushed: :meth:`sync` flushes them)."""
@@ -132,13 +173,12 @@ class NodeStore:
                 data = self._staged.get(digest)
             if data is not None:
                 if not self.blob_path(digest).is_file():
-                    _write_atomic(self.blob_path(digest), data, durable=False)
+                    self._write(digest, data, durable=False)
                 with self._lock:
                     self._staged.pop(digest, None)
 
     def _read(self, digest: str) -> bytes:
-        with self._lock:
-            data = self._staged.get(digest)
+        data = self._memory(digest)
         return data if data is not None else self.blob_path(digest).read_bytes()
 
     def put(self, data: bytes | bytearray, *, digest: str | None = None, durable: bool = True) -> str:
@@ -149,12 +189,52 @@ class NodeStore:
         actual = sha256_hex(data)
         if digest is not None and digest != actual:
             raise VerificationError(f"blob announced as {digest[:16]} hashes to {actual[:16]}")
-        path = self.blob_path(actual)
-        if not path.is_file():
-            _write_atomic(path, data, durable=durable)
+        if not self.blob_path(actual).is_file():
+            self._write(actual, data, durable=durable)
         with self._lock:
             self._recent.append(actual)
         return actual
+
+    def small_blobs(self, digests: Iterable[str], *, limit: int) -> dict[str, bytes]:
+        """The bytes of those of ``digests`` that hold at most ``limit`` bytes (from memory, or their files)."""
+        out: dict[str, bytes] = {}
+        for digest in dict.fromkeys(digests):
+            data = self._memory(digest)
+            if data is None:
+                path = self.blob_path(digest)
+                if path.stat().st_size > limit:
+                    continue
+                data = path.read_bytes()
+            if len(data) <= limit:
+                out[digest] = data
+        return out
+
+    def save_round(self, progress: Progress, *, blobs: Sequence[str], inline_limit: int) -> None:
+        """Write a committed round durably: the blobs ``blobs`` it names, then the progress naming them.
+
+        Blobs of at most ``inline_limit`` bytes are copied into the progress file and stay in memory
+        (resident) instead of getting files of their own; larger ones are written and flushed first. A
+        round of a small model thus costs one file write and one flush, where a file per blob and a flush
+        per file would cost three of each.
+        """
+        small = self.small_blobs(blobs, limit=inline_limit)
+        with self._lock:
+            for digest, data in small.items():
+                self._resident[digest] = data
+                self._staged.pop(digest, None)
+        large = [d for d in dict.fromkeys(blobs) if d not in small]
+        self.write_staged(large)
+        self.sync(large, progress=False)
+        self.save_progress(progress, blobs=small)
+
+    def write_resident(self) -> None:
+        """Give the blobs held in memory files of their own (unflushed: the progress holds their durable
+        copies), so that tools reading the data folder of a stopped node find every blob it names."""
+        with self._lock:
+            resident = dict(self._resident)
+        for digest, data in resident.items():
+            if not self.blob_path(digest).is_file():
+                self._write(digest, data, durable=False)
 
     def sync(self, digests: Iterable[str], *, progress: bool) -> None:
         """Flush the blobs ``digests`` (and the progress) to disk."""
@@ -169,54 +249,89 @@ class NodeStore:
         return self.put(data), len(data)
 
     def size(self, digest: str) -> int:
-        with self._lock:
-            data = self._staged.get(digest)
+        data = self._memory(digest)
         return len(data) if data is not None else self.blob_path(digest).stat().st_size
 
     def chunks(self, digest: str, *, chunk_bytes: int) -> Iterator[bytes]:
-        with self._lock:
-            data = self._staged.get(digest)
+        data = self._memory(digest)
         if data is not None:
             return iter_chunks(data, chunk_bytes=chunk_bytes)
         return iter_file_chunks(self.blob_path(digest), chunk_bytes=chunk_bytes)
 
     def parameters(self, digest: str) -> Parameters:
-        """Load a stored (or staged) model or state blob."""
+        """Load a stored (or staged, or resident) model or state blob."""
         return tensors.decode(self._read(digest), source=f"blob {digest[:16]}")
 
     def prune(self, keep: set[str]) -> None:
-        """Delete every blob not in ``keep`` and not among the last few stored (work in progress may use them)."""
+        """Drop every blob not in ``keep`` and not among the last few stored (work in progress may use them).
+
+        Staged blobs stay (a writer has yet to write them). Only the files this store wrote are looked at,
+        after a first listing of the folder for those of an earlier run.
+        """
         with self._lock:
-            recent = set(self._recent)
-        for path in (self.directory / _BLOBS).iterdir():
-            if path.name not in keep and path.name not in recent and not path.name.startswith("."):
-                path.unlink(missing_ok=True)
+            spare = keep | set(self._recent)
+            for digest in [d for d in self._resident if d not in spare]:
+                del self._resident[digest]
+            scan, self._scan = self._scan, False
+            files = list(self._files)
+        names = [p.name for p in (self.directory / _BLOBS).iterdir()] if scan else files
+        for name in names:
+            if name not in spare and not name.startswith("."):
+                (self.directory / _BLOBS / name).unlink(missing_ok=True)
+                with self._lock:
+                    self._files.discard(name)
 
     # progress -------------------------------------------------------------------------------------
     def progress(self, *, job: str) -> Progress | None:
         """The last committed round, or ``None`` for a fresh folder.
 
+        A blob the progress holds a copy of is written out from it if its file is missing (it was held in
+        memory only) or torn.
+
         Raises
         ------
         ConfigurationError
             The folder holds the progress of another job (the spec changed).
+        VerificationError
+            A blob copy in the progress does not hash to its name.
         """
         path = self.directory / _PROGRESS
         if not path.is_file():
             return None
         raw = cast(dict[str, Any], json.loads(path.read_text(encoding="utf-8")))
+        copies = cast(dict[str, str], raw.pop("blobs", None) or {})
         progress = Progress(**raw)
         if progress.job != job:
             raise ConfigurationError(
                 f"{path}: belongs to another job (spec digest {progress.job[:16]}, this spec is {job[:16]}); "
                 "remove the folder or start the node with another --state folder"
             )
+        for digest, text in copies.items():
+            self._restore(digest, base64.b64decode(text, validate=True), source=path)
         return progress
 
-    def save_progress(self, progress: Progress, *, durable: bool = True) -> None:
-        """Replace the progress atomically (``durable=False``: flushing is left to :meth:`sync`)."""
-        data = json.dumps({f.name: getattr(progress, f.name) for f in fields(progress)}, indent=1).encode("utf-8")
-        _write_atomic(self.directory / _PROGRESS, data, durable=durable)
+    def _restore(self, digest: str, data: bytes, *, source: Path) -> None:
+        actual = sha256_hex(data)
+        if actual != digest:
+            raise VerificationError(f"{source}: the copy of blob {digest[:16]} hashes to {actual[:16]}")
+        path = self.blob_path(digest)
+        if path.is_file() and path.stat().st_size == len(data) and sha256_hex(path.read_bytes()) == digest:
+            return
+        self._write(digest, data, durable=True)
+
+    def save_progress(
+        self, progress: Progress, *, durable: bool = True, blobs: Mapping[str, bytes] | None = None
+    ) -> None:
+        """Replace the progress atomically (``durable=False``: flushing is left to :meth:`sync`).
+
+        ``blobs``: copies of small blobs the progress names, kept in the same file (see :meth:`save_round`).
+        """
+        record: dict[str, Any] = {f.name: getattr(progress, f.name) for f in fields(progress)}
+        if blobs:
+            record["blobs"] = {d: base64.b64encode(b).decode("ascii") for d, b in blobs.items()}
+        _write_atomic(
+            self.directory / _PROGRESS, json.dumps(record, separators=(",", ":")).encode("utf-8"), durable=durable
+        )
 
     # history --------------------------------------------------------------------------------------
     def append_history(self, record: dict[str, Any]) -> None:

@@ -119,14 +119,18 @@ def outcome_from_record(rec: Mapping[str, Any], parameters: Parameters) -> Round
     )
 
 
-def stop_reason(commit: pb.Commit) -> str | None:
-    """The reason the run stops after this commit's round (``stopped_early`` in its record), or ``None``."""
-    if not commit.record_json:
-        return None
-    try:
-        record = json.loads(commit.record_json)
-    except ValueError:
-        return None
+def stop_reason(commit: pb.Commit, *, record: object = None) -> str | None:
+    """The reason the run stops after this commit's round (``stopped_early`` in its record), or ``None``.
+
+    ``record``: the commit's record already parsed, if the caller has it.
+    """
+    if record is None:
+        if not commit.record_json:
+            return None
+        try:
+            record = json.loads(commit.record_json)
+        except ValueError:
+            return None
     reason = record.get("stopped_early") if isinstance(record, dict) else None
     return str(reason) if reason else None
 

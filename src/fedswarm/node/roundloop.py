@@ -34,6 +34,7 @@ from typing import Any
 
 from fedswarm.codec import tensors
 from fedswarm.core.errors import ConfigurationError
+from fedswarm.core.parameters import Parameters
 from fedswarm.node.exchanges import decode_reply, exchange_timeout
 from fedswarm.node.mailbox import Mailbox, Slot
 from fedswarm.node.network import Network
@@ -58,6 +59,8 @@ from fedswarm.transport.wire import config_to_wire, decode_update, sha256_hex
 __all__ = ["ExchangeDriver", "PendingCommit", "commit_recipients", "summarize_inputs"]
 
 log = logging.getLogger("fedswarm.node")
+
+_STOPPING_TIMEOUT = 2.0  # deadline of the last commit's calls while this node stops
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class ExchangeDriver:
         self._update_digests: dict[int, str] = {}
         self._pending: PendingCommit | None = None
         self._base: tuple[str, int] = ("", 0)
+        self._base_params: Parameters | None = None
         self._first = False
         self.attempt = 0
 
@@ -120,27 +124,47 @@ class ExchangeDriver:
             self.send_commit(commit)
 
     def send_commit(self, commit: PendingCommit) -> None:
-        """Send ``commit`` to its recipients; those that do not take it catch up later."""
+        """Send ``commit`` to its recipients; those that do not take it catch up later.
+
+        While this node stops, the calls go out with a short deadline and are not waited for: peers that
+        stop too must not hold up its exit (calls still running when it closes its channels are cancelled).
+        """
         commit.wait_written()
         request = _commit_request(commit)
         waiting = self.outbox.tickets()
         pushed = [n for n in commit.recipients if not self.outbox.offer(n, commit=request)]
         self.outbox.release(waiting)  # nothing more for them from here
-        for name, result in self.network.call_each(pushed, _committer(commit), method="Commit").items():
-            if isinstance(result, PeerError) and result.code != "NOT_FOUND":
+
+        def done(name: str, result: pb.Ack | PeerError) -> None:
+            if isinstance(result, PeerError) and result.code not in ("NOT_FOUND", "CANCELLED"):
                 log.warning("round %d: commit not taken by %s: %s", commit.round, name, result)
+
+        if self.stop.is_set():
+            send = _committer(commit, min(commit.timeout, _STOPPING_TIMEOUT))
+            self.network.call_each_async(pushed, send, method="Commit", on_done=done)
+            return
+        for name, result in self.network.call_each(pushed, _committer(commit, commit.timeout), method="Commit").items():
+            done(name, result)
 
     # running a round ------------------------------------------------------------------------------
     def drive(
-        self, gen: RoundGenerator, *, attempt: int, base_digest: str, base_size: int
+        self,
+        gen: RoundGenerator,
+        *,
+        attempt: int,
+        base_digest: str,
+        base_size: int,
+        base: Parameters | None = None,
     ) -> tuple[RoundOutcome, dict[int, str]]:
         """Run ``gen`` to completion; returns the outcome and the digests of the updates received.
 
         ``base_digest`` / ``base_size``: the stored global model the round starts from, which extension
-        exchanges name (members serve them with it).
+        exchanges name (members serve them with it); ``base``: that model as the round engine got it (an
+        exchange that sends this very object names the stored blob without encoding it again).
         """
         self.attempt = attempt
         self._base = (base_digest, int(base_size))
+        self._base_params = base
         self._first = True
         with self._lock:
             self._update_digests = {}
@@ -171,11 +195,16 @@ class ExchangeDriver:
         model = b""
         if work == pb.WORK_EXCHANGE:
             digest, size = self._base
+        elif self._base_params is not None and all(
+            getattr(r, "parameters", None) is self._base_params for r in exchange.requests.values()
+        ):
+            digest, size = self._base  # the round's stored global model: members hold it already
         else:
             first = next(iter(exchange.requests.values()))
             data = tensors.encode(first.parameters)
-            digest, size = self.store.put(data, durable=False), len(data)  # flushed if a commit adopts it
-            inline = work == pb.WORK_EVALUATE and size <= inline_limit(s.chunk_bytes)
+            limit = inline_limit(s.chunk_bytes)
+            digest, size = self.store.put_staged(data, limit=limit), len(data)  # written if a commit adopts it
+            inline = work == pb.WORK_EVALUATE and size <= limit
             model = data if inline else b""
             del data
         with self._lock:
@@ -197,7 +226,7 @@ class ExchangeDriver:
             name = client.name
             if name not in requests:
                 assert commit is not None
-                return _committer(commit)(client)
+                return _committer(commit, commit.timeout)(client)
             if commit is not None and name in with_commit:
                 return client.commit(
                     commit.envelope, model=commit.model, state=commit.state, next=requests[name], timeout=timeout
@@ -407,9 +436,9 @@ def _commit_request(commit: PendingCommit, *, next: pb.AssignRequest | None = No
     return pb.CommitRequest(commit=commit.envelope, model=commit.model, state=commit.state, next=next)
 
 
-def _committer(commit: PendingCommit) -> Callable[[PeerClient], pb.Ack]:
+def _committer(commit: PendingCommit, timeout: float) -> Callable[[PeerClient], pb.Ack]:
     def send(client: PeerClient) -> pb.Ack:
-        return client.commit(commit.envelope, model=commit.model, state=commit.state, timeout=commit.timeout)
+        return client.commit(commit.envelope, model=commit.model, state=commit.state, timeout=timeout)
 
     return send
 

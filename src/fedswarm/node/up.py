@@ -152,8 +152,12 @@ def run_local_federation(
     out_dir: Path,
     timeout: float = 600.0,
     on_progress: Callable[[Mapping[str, int]], None] | None = None,
+    on_poll: Callable[[LocalFederation, Mapping[str, int]], None] | None = None,
 ) -> LocalFederation:
     """Provision ``spec`` into ``out_dir``, run every member as a process until the job is done, stop them.
+
+    ``on_progress`` hears of every change of the rounds each node committed; ``on_poll`` is called at
+    every look at them (ten times a second) with the running federation (a benchmark reads its processes).
 
     Raises
     ------
@@ -181,6 +185,8 @@ def run_local_federation(
             if done != last and on_progress is not None:
                 on_progress(done)
             last = done
+            if on_poll is not None:
+                on_poll(fed, done)
             if fed.finished(rounds):
                 break
             dead = [n for n, p in fed.processes.items() if p.poll() is not None]

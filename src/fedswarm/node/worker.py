@@ -107,6 +107,8 @@ class MemberWorker:
         self._sent: dict[tuple[int, str], str] = {}
         self._lock = threading.Lock()
         self._vector: tuple[str, npt.NDArray[np.float64]] | None = None  # the last global model, flattened
+        self._quiet = threading.Event()  # set while this worker computes nothing (idle, or its result is sent)
+        self._quiet.set()
         self.sign_header: Callable[[int, pb.UpdateHeader, bytes | bytearray | None], None] | None = None  # ledger
 
     def start(self) -> None:
@@ -115,8 +117,16 @@ class MemberWorker:
     def stop(self, *, timeout: float = 5.0) -> None:
         self._queue.put(None)
         self._thread.join(timeout=timeout)
+        self._quiet.set()
+
+    def wait_quiet(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` seconds) until this worker computes nothing: it is idle, or has sent its
+        result and waits for the coordinator. Background work that can wait (a member writing a round it
+        follows) runs then, instead of competing with the work the round waits for."""
+        self._quiet.wait(timeout)
 
     def enqueue(self, job: Job) -> None:
+        self._quiet.clear()  # work is pending from now on
         self._queue.put(job)
 
     def sent_digest(self, rnd: int, leader: str) -> str | None:
@@ -141,6 +151,8 @@ class MemberWorker:
             except Exception as exc:  # keep serving: the coordinator sees a dropout at its deadline
                 log.exception("round %d: %s for %s failed: %s", job.round, job.work, job.coordinator, exc)
             finally:
+                if self._queue.empty():
+                    self._quiet.set()
                 self._on_phase("idle")
 
     def _model(self, job: Job) -> Parameters:
@@ -318,6 +330,7 @@ class MemberWorker:
 
     def _deliver(self, job: Job, send: Callable[[], pb.Ack]) -> pb.Ack | None:
         """Call ``send`` until it succeeds (its reply), is refused, or the coordinator's deadline passed."""
+        self._quiet.set()  # the result is ready: from here this worker waits on the network
         while True:
             try:
                 return send()

@@ -10,6 +10,7 @@ received buffer in place, so neither side holds more than one copy of an update.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
@@ -93,6 +94,7 @@ def config_from_wire(config: pb.FitConfig) -> FitConfig:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def _update_header(shape: tuple[int, ...]) -> bytes:
     """The canonical safetensors header of one float64 tensor ``update`` (sorted keys, padded to 8 bytes)."""
     n = 8 * int(np.prod(shape, dtype=np.int64))
@@ -136,19 +138,29 @@ def decode_parameters(data: bytes | bytearray, *, source: str) -> Parameters:
         raise MessageRefused("malformed", str(exc)) from None
 
 
+_SHAPES: dict[bytes, tuple[int, ...]] = {}  # canonical headers seen, and the shape each declares
+
+
 def _canonical(data: bytes | bytearray) -> npt.NDArray[np.float64] | None:
     """The update in a canonical encoding, read in place from ``data``; ``None`` for anything else."""
     if sys.byteorder != "little" or len(data) < 8:
         return None
     (hlen,) = struct.unpack_from("<Q", data)
-    try:
-        entry = json.loads(bytes(data[8 : 8 + hlen]))[UPDATE_TENSOR]
-        shape = tuple(int(v) for v in entry["shape"])
-    except (ValueError, KeyError, TypeError):
-        return None
-    header = _update_header(shape)
+    raw = bytes(data[8 : 8 + hlen])
+    shape = _SHAPES.get(raw)  # every update of a run has the same header: parse it once
+    if shape is None:
+        try:
+            entry = json.loads(raw)[UPDATE_TENSOR]
+            shape = tuple(int(v) for v in entry["shape"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        if raw != _update_header(shape):
+            return None
+        if len(_SHAPES) >= 64:
+            _SHAPES.clear()
+        _SHAPES[raw] = shape
     count = int(np.prod(shape, dtype=np.int64))
-    if hlen != len(header) or data[8 : 8 + hlen] != header or len(data) != 8 + hlen + 8 * count:
+    if len(data) != 8 + hlen + 8 * count:
         return None
     arr: npt.NDArray[np.float64] = np.frombuffer(data, dtype=np.float64, offset=8 + hlen, count=count)
     return arr.reshape(-1) if len(shape) <= 1 else arr.reshape(shape)

@@ -60,3 +60,14 @@ def test_stop_ends_a_waiting_call() -> None:
     stop.set()
     ticket = box.enter("a")
     assert not box.wait(ticket, timeout=30, stop=stop).HasField("assign")
+
+
+def test_a_message_wakes_only_the_call_it_is_for() -> None:
+    box = Outbox()
+    a, b, c = box.enter("a"), box.enter("b"), box.enter("c")
+    assert box.offer("b", assign=ASSIGN)
+    assert b.event.is_set() and not a.event.is_set() and not c.event.is_set()
+    replaced = box.enter("a")  # a new call of "a" ends the old one, and only that one
+    assert a.event.is_set() and not replaced.event.is_set() and not c.event.is_set()
+    box.release_all()
+    assert replaced.event.is_set() and c.event.is_set()
