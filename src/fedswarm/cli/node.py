@@ -37,6 +37,16 @@ def configure_logging(member: str, *, verbose: bool) -> None:
     root.propagate = False
 
 
+_PasswordFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--password-file",
+        help=f"file holding the kit password, if its keys are encrypted (or set {KIT_PASSWORD_ENV}; "
+        "asked on a terminal)",
+    ),
+]
+
+
 @app.command("start")
 def start(
     kit: Annotated[Path, typer.Option("--kit", help="the member's startup kit folder", show_default=False)],
@@ -49,14 +59,7 @@ def start(
     exit_when_finished: Annotated[
         bool, typer.Option("--exit-when-finished", help="stop once the job's last round is committed")
     ] = False,
-    password_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--password-file",
-            help=f"file holding the kit password, if its keys are encrypted (or set {KIT_PASSWORD_ENV}; "
-            "asked on a terminal)",
-        ),
-    ] = None,
+    password_file: _PasswordFile = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Start this member's node: gRPC with mutual TLS, train when asked, lead when it is its turn."""
@@ -98,14 +101,7 @@ def status(
     address: Annotated[str | None, typer.Option("--address", help="host:port (default: manifest address)")] = None,
     json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds")] = 5.0,
-    password_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--password-file",
-            help=f"file holding the kit password, if its keys are encrypted (or set {KIT_PASSWORD_ENV}; "
-            "asked on a terminal)",
-        ),
-    ] = None,
+    password_file: _PasswordFile = None,
 ) -> None:
     """Ask a running node for its round, health, peers and refusals (with the kit's own identity)."""
     from fedswarm.node.status import query_status
