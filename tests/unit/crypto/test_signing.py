@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from fedswarm.core.errors import ConfigurationError, VerificationError
+from fedswarm.crypto import signing
 from fedswarm.crypto.files import KeyMaterialError, read_material, write_private, write_public
 from fedswarm.crypto.signing import SigningKey, VerifyKey
 
@@ -241,3 +242,20 @@ def test_non_pem_file_is_wrong_format(tmp_path: Path) -> None:
     path.write_bytes(b"\x30\x2e\x02\x01\x00")
     with pytest.raises(KeyMaterialError, match=r"key\.der: wrong format .*not a PEM file"):
         SigningKey.load(path)
+
+
+@pytest.mark.parametrize("vector", RFC8032, ids=[v["name"] for v in RFC8032])
+def test_rfc8032_known_answers_on_the_openssl_path(vector: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(signing, "SODIUM_SIGN_LIMIT", -1)  # every message now goes to OpenSSL
+    assert SigningKey.from_seed(vector["secret_key"]).sign(vector["message"]) == vector["signature"]
+
+
+@pytest.mark.parametrize("size", [0, 1, signing.SODIUM_SIGN_LIMIT, signing.SODIUM_SIGN_LIMIT + 1, 200_000])
+def test_both_signing_paths_give_the_same_signature_around_the_limit(size: int) -> None:
+    seed = hashlib.sha256(b"limit").digest()
+    key = SigningKey.from_seed(seed)
+    message = hashlib.shake_256(str(size).encode()).digest(size) if size else b""
+    reference = ed25519.Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+    assert key.sign(message) == reference
+    assert key.sign(bytearray(message)) == reference
+    key.public_key().verify(message, reference)
