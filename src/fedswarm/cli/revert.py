@@ -1,12 +1,16 @@
-"""``fedswarm ledger revert PATH --exclude MEMBER [--from-round R] --out DIR``.
+"""``fedswarm ledger revert PATH --exclude MEMBER [--from-round R] [--updates-from FOLDER ...] --out DIR``.
 
 Recomputes a run's model history without one member's updates from the updates its ledger retained
 (:mod:`fedswarm.ledger.revert`), after checking that replaying the unchanged inputs reproduces every
-recorded model. PATH is the run directory, or a node's data folder ``KIT/state`` (the spec is
+recorded model. PATH is the run directory, a node's data folder ``KIT/state`` or its kit (the spec is
 ``spec.toml`` beside the ledger's folder or, for a node, in its kit; it says how rounds were aggregated,
 and its digest must match the ledger's ``federation_created``: the run's spec digest, or a node's job
-digest). A node's folder holds every round's inputs only if that node led every round (the star
-aggregator's); otherwise the command names the round, the update and who keeps it.
+digest). PATH's ledger is the history that is reverted. A node's folder holds every round's inputs only if
+that node led every round (the star aggregator's); in a swarm the inputs are spread over the rounds'
+leaders, so each ``--updates-from FOLDER`` (in the same forms as PATH) adds another node's object store,
+searched by digest: its ledger must be the same history as PATH's, and every update taken from it must
+hash to the digest PATH's ledger records. When an update is in none of the folders, the command names the
+round, the member and the leader whose folder holds it. Progress goes to stderr (``--quiet``: none).
 
 DIR receives ``models/round-NNNN.safetensors`` and ``models/final.safetensors``, a ledger of its own
 (``DIR/ledger``: the recomputed rounds with their inputs and the excluded member listed as dropped, with
@@ -19,11 +23,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedswarm.cli.common import err_console, guarded
 from fedswarm.codec.canonical import digest as canonical_digest
@@ -35,8 +41,16 @@ from fedswarm.core.parameters import Parameters
 from fedswarm.core.task import DataInfo, EvalResult, Task
 from fedswarm.ledger.audit import AuditLog, load_audit
 from fedswarm.ledger.recorder import LedgerRecorder
-from fedswarm.ledger.revert import RevertError, RoundInputs, check_replay, load_round_inputs, replay
-from fedswarm.ledger.store import LedgerStore, find_ledger
+from fedswarm.ledger.revert import (
+    RevertError,
+    RoundInputs,
+    UpdateFolder,
+    check_replay,
+    load_round_inputs,
+    open_update_folders,
+    replay,
+)
+from fedswarm.ledger.store import DB_NAME, LedgerStore, find_ledger
 from fedswarm.ledger.verify import verify_ledger
 from fedswarm.node.world import job_digest
 from fedswarm.rounds.coordinator import RoundOutcome
@@ -48,9 +62,26 @@ from fedswarm.spec.robust_extension import root_data
 from fedswarm.spec.schema import Spec, load_spec
 from fedswarm.strategy.base import LocalTraining, Strategy
 
-__all__ = ["revert", "revert_run"]
+__all__ = ["RevertProgress", "Stage", "revert", "revert_run"]
 
 Vector = np.ndarray[Any, np.dtype[np.float64]]
+Stage = Literal["read", "replay", "revert", "evaluate"]
+"""The steps of a revert, each over every committed round: read the retained updates, replay the recorded
+history (checked against the ledger), recompute it without the member, evaluate both histories."""
+RevertProgress = Callable[[Stage, int, int], None]
+"""``(stage, rounds done, rounds in all)``, called after each round of each stage."""
+STAGES: dict[Stage, str] = {
+    "read": "reading updates",
+    "replay": "replaying the record",
+    "revert": "recomputing",
+    "evaluate": "evaluating",
+}
+
+
+def _data_folder(path: Path) -> Path:
+    """A node's startup kit stands for its default data folder ``KIT/state`` when that holds the ledger."""
+    state = Path(path) / "state"
+    return state if (state / "ledger" / DB_NAME).is_file() else Path(path)
 
 
 def _spec_for(ledger: Path, log: AuditLog) -> tuple[Spec, Path]:
@@ -171,17 +202,53 @@ def _write_ledger(
         recorder.close()
 
 
-def revert_run(path: Path, *, exclude: str, from_round: int, out: Path, verify: bool = True) -> dict[str, Any]:
+def _stage(progress: RevertProgress | None, stage: Stage) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(stage, done, total)
+
+
+def _sources(ledger: Path, folders: Sequence[UpdateFolder], rounds: Sequence[RoundInputs]) -> list[dict[str, Any]]:
+    """Each folder searched for updates (PATH's ledger first) and how many of the updates came from it."""
+    used: dict[Path, int] = {}
+    for inputs in rounds:
+        for origin in inputs.origins:
+            used[origin] = used.get(origin, 0) + 1
+    out: list[dict[str, Any]] = [{"ledger": str(ledger), "updates": used.get(ledger, 0)}]
+    out.extend(
+        {"folder": str(f.path), "ledger": str(f.ledger), "size": f.size, "updates": used.get(f.ledger, 0)}
+        for f in folders
+    )
+    return out
+
+
+def revert_run(
+    path: Path,
+    *,
+    exclude: str,
+    from_round: int,
+    out: Path,
+    verify: bool = True,
+    updates_from: Sequence[Path] = (),
+    progress: RevertProgress | None = None,
+) -> dict[str, Any]:
     """Recompute the run at ``path`` without ``exclude`` from ``from_round`` on; write it to ``out``.
 
-    Returns the report written to ``out/revert.json``.
+    ``path`` (run directory, node data folder or node kit) holds the ledger whose history is reverted;
+    retained updates are looked up by digest in its object store and then in those of ``updates_from``
+    (other copies of the same history, in the same forms; see
+    :func:`fedswarm.ledger.revert.open_update_folders`). ``verify`` checks ``path``'s ledger first (the
+    other folders are only searched for updates, each checked against its digest). Returns the report
+    written to ``out/revert.json``.
 
     Raises
     ------
     RevertError
-        The spec is missing or does not match, the member never contributed, updates were not retained
-        or were secure-aggregated, or the recorded history cannot be reproduced.
+        The spec is missing or does not match, the member never contributed, updates were not retained,
+        are in none of the folders or were secure-aggregated, a folder is of another history or holds an
+        altered update, or the recorded history cannot be reproduced.
     """
+    path = _data_folder(path)
     if verify:
         verify_ledger(path)
     ledger = find_ledger(path)
@@ -196,14 +263,24 @@ def revert_run(path: Path, *, exclude: str, from_round: int, out: Path, verify: 
     if out.exists() and any(out.iterdir()):
         raise ConfigurationError(f"--out {out} exists and is not empty; choose a new folder")
 
+    initial = log.objects.get_parameters(log.created.initial_model)
+    folders = open_update_folders(log, [_data_folder(p) for p in updates_from])
+    try:
+        rounds = load_round_inputs(log, schema=initial.schema, folders=folders, progress=_stage(progress, "read"))
+    finally:
+        for folder in folders:
+            folder.objects.close()
     dataset = load_data(spec)
     data = build_data(spec, dataset)
     info = DataInfo(data.num_features, data.num_classes, tuple(dataset.feature_names))
     task = build_task(spec, info)
-    initial = log.objects.get_parameters(log.created.initial_model)
-    rounds = load_round_inputs(log, schema=initial.schema)
 
-    original = replay(initial, rounds, aggregate=_aggregator(spec, task, build_strategy(spec), initial))
+    original = replay(
+        initial,
+        rounds,
+        aggregate=_aggregator(spec, task, build_strategy(spec), initial),
+        progress=_stage(progress, "replay"),
+    )
     check_replay(rounds, original)
     reverted = replay(
         initial,
@@ -212,6 +289,7 @@ def revert_run(path: Path, *, exclude: str, from_round: int, out: Path, verify: 
         exclude=exclude,
         from_round=from_round,
         min_members=spec.strategy.min_members,
+        progress=_stage(progress, "revert"),
     )
 
     holdout: Arrays = data.holdout
@@ -233,6 +311,8 @@ def revert_run(path: Path, *, exclude: str, from_round: int, out: Path, verify: 
                 "reverted": _metrics(ea),
             }
         )
+        if progress is not None:
+            progress("evaluate", len(per_round), len(rounds))
 
     (out / "models").mkdir(parents=True, exist_ok=True)
     for inputs, model in zip(rounds, reverted, strict=True):
@@ -269,22 +349,75 @@ def revert_run(path: Path, *, exclude: str, from_round: int, out: Path, verify: 
         "final_model_digest": final_digest,
         "original_final_model_digest": rounds[-1].model,
         "ledger": str(out / "ledger"),
+        "update_sources": _sources(ledger, folders, rounds),
         "rounds": per_round,
     }
     (out / "revert.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     return report
 
 
+def _run_with_progress(run: Callable[[RevertProgress], dict[str, Any]], *, quiet: bool) -> dict[str, Any]:
+    """Run ``run`` showing one bar per stage on stderr (none with ``quiet``)."""
+    bars = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rounds"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+        disable=quiet,
+    )
+    tasks: dict[Stage, Any] = {}
+
+    def progress(stage: Stage, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(STAGES[stage], total=total)
+        bars.update(tasks[stage], completed=done)
+
+    with bars:
+        return run(progress)
+
+
 def revert(
-    path: Annotated[Path, typer.Argument(help="run directory (with spec.toml and ledger/)", show_default=False)],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="run directory, node data folder (KIT/state) or node kit: the ledger whose history is reverted",
+            show_default=False,
+        ),
+    ],
     exclude: Annotated[str, typer.Option("--exclude", help="member whose updates to take out (e.g. member-00003)")],
     out: Annotated[Path, typer.Option("--out", help="folder for the recomputed models and their ledger")],
     from_round: Annotated[int, typer.Option("--from-round", min=1, help="first round without the member")] = 1,
+    updates_from: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--updates-from",
+            metavar="FOLDER",
+            help="another node's data folder (or kit, or run directory) of the same history, searched for retained "
+            "updates by digest; repeat for each (a swarm's updates stay with the rounds' leaders)",
+        ),
+    ] = None,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="verify the ledger first")] = True,
     json_: Annotated[bool, typer.Option("--json", help="print the report as one JSON line")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress output")] = False,
 ) -> None:
     """Recompute the model history without a member's updates, from the updates the ledger retained."""
-    report = guarded(lambda: revert_run(path, exclude=exclude, from_round=from_round, out=out, verify=verify))
+    report = guarded(
+        lambda: _run_with_progress(
+            lambda progress: revert_run(
+                path,
+                exclude=exclude,
+                from_round=from_round,
+                out=out,
+                verify=verify,
+                updates_from=tuple(updates_from or ()),
+                progress=progress,
+            ),
+            quiet=quiet,
+        )
+    )
     if json_:
         typer.echo(json.dumps({k: v for k, v in report.items() if k != "rounds"}, separators=(",", ":")))
         return

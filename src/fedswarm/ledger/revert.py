@@ -15,35 +15,54 @@ nothing excluded must reproduce the recorded models bit for bit; :func:`check_re
 first, so a history whose aggregation cannot be reproduced (server-side randomness such as central DP
 noise) is refused instead of being silently approximated.
 
-A revert is impossible, and :func:`load_round_inputs` says which round and why, when an update was not
-retained (``ledger.retain_updates = false``: only its digest is on the ledger), is not in this copy of the
-ledger (on the network an update stays with its author and the leader of its round, see
-:mod:`fedswarm.node.ledger_statements`), or the round was secure-aggregated (the aggregator only ever
-held the sum, so one member's part cannot be taken out). Updates are read in either stored form: the
-model's tensors (simulation) or the one float64 tensor ``update`` a network member sends.
+**Where the updates come from.** The ledger being reverted is the history; a retained update is looked up
+by the digest that history records, in its own object store and then in those of other copies of the same
+federation's ledger (:func:`open_update_folders`). On the network an update stays with its author and the
+leader of its round (see :mod:`fedswarm.node.ledger_statements`), so a swarm, whose leader rotates, spreads
+the inputs over the folders of the rounds' leaders; together they hold them all. Another folder is trusted
+for nothing: its ledger must be the same history up to the shorter of the two sizes (equal Merkle roots at
+that size, RFC 9162 section 2.1, so it is the same log or a prefix or an extension of it, never a fork or
+another run), and every update taken from it is hashed and must match the digest in the reverted ledger
+(content addressing), or the revert is refused naming the folder and the digest.
 
-This module is pure recomputation: the caller (``fedswarm ledger revert``) supplies the aggregation.
+A revert is impossible, and :func:`load_round_inputs` says which round and why, when an update was not
+retained (``ledger.retain_updates = false``: only its digest is on the ledger), is in none of the folders
+given (it names the member and the leader of the round, whose folder would hold it), or the round was
+secure-aggregated (the aggregator only ever held the sum, so one member's part cannot be taken out).
+Updates are read in either stored form: the model's tensors (simulation) or the one float64 tensor
+``update`` a network member sends.
+
+Besides reading ledgers, this module is pure recomputation: the caller (``fedswarm ledger revert``) supplies
+the aggregation.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from fedswarm.codec.tensors import decode as decode_parameters
 from fedswarm.codec.tensors import digest as tensor_digest
-from fedswarm.core.errors import FedswarmError
+from fedswarm.core.errors import FedswarmError, VerificationError
 from fedswarm.core.parameters import Parameters, Schema
 from fedswarm.ledger.audit import AuditLog
+from fedswarm.ledger.models import ObjectStore
+from fedswarm.ledger.store import LedgerStore, find_ledger
 
 __all__ = [
     "Aggregate",
+    "Progress",
     "RevertError",
     "RoundInputs",
+    "UpdateFolder",
     "check_replay",
     "load_round_inputs",
+    "open_update_folders",
     "replay",
 ]
 
@@ -51,6 +70,8 @@ Vector = npt.NDArray[np.float64]
 Aggregate = Callable[[int, Vector, npt.NDArray[np.float64], Vector], Vector]
 """``(round, global vector, updates (n, d), weights (n,)) -> next global vector`` (before the cast to the
 model's dtypes): the strategy's ``aggregate`` plus whatever the run applied on the aggregate."""
+Progress = Callable[[int, int], None]
+"""``(rounds done, rounds in all)``, called after each round."""
 
 
 class RevertError(FedswarmError):
@@ -67,25 +88,130 @@ class RoundInputs:
     weights: Vector
     model: str
     """Digest of the model the round committed."""
+    origins: tuple[Path, ...] = ()
+    """The ledger folder each update was read from (empty when built by hand)."""
 
 
-def load_round_inputs(log: AuditLog, *, schema: Schema) -> list[RoundInputs]:
-    """Every committed round's retained updates, in round order.
+@dataclass(frozen=True, slots=True)
+class UpdateFolder:
+    """Another copy of the federation's ledger, searched for retained updates by digest (nothing else in it
+    is used)."""
 
-    ``schema`` is the model's schema; updates are read as float64 tensors of the same names and shapes.
+    path: Path
+    """The folder as given."""
+    ledger: Path
+    """Its ledger folder."""
+    size: int
+    """Its number of entries (the history was compared up to ``min(size, reverted ledger's size)``)."""
+    objects: ObjectStore
+
+
+def open_update_folders(log: AuditLog, paths: Sequence[Path]) -> list[UpdateFolder]:
+    """Open the ledgers at ``paths`` (run directories, node data folders or ledger folders) as sources of
+    retained updates for reverting ``log``, after checking that each is the same history.
+
+    A folder whose ledger is ``log``'s own, or one already given, is skipped.
 
     Raises
     ------
     RevertError
-        A round lists contributors without their update digests (secure aggregation), or an update
-        object is not stored (not retained).
+        Naming the folder: it holds no ledger, its ledger is of another federation, or its first
+        ``min(its size, log's size)`` entries are not ``log``'s (different Merkle roots at that size).
+    """
+    out: list[UpdateFolder] = []
+    seen = {log.folder.resolve()}
+    with LedgerStore(log.folder, readonly=True) as mine:
+        for path in paths:
+            try:
+                ledger = find_ledger(path)
+            except VerificationError as exc:
+                raise RevertError(f"updates folder {path}: {exc}") from None
+            if ledger.resolve() in seen:
+                continue
+            seen.add(ledger.resolve())
+            try:
+                out.append(_same_history(mine, Path(path), ledger, reverted=log.folder))
+            except VerificationError as exc:
+                raise RevertError(f"updates folder {path}: {exc}") from None
+    return out
+
+
+def _same_history(mine: LedgerStore, path: Path, ledger: Path, *, reverted: Path) -> UpdateFolder:
+    with LedgerStore(ledger, readonly=True) as other:
+        if other.federation != mine.federation:
+            raise RevertError(
+                f"updates folder {path}: its ledger is of federation {other.federation!r}, not "
+                f"{mine.federation!r} (the ledger {reverted} being reverted)"
+            )
+        common = min(other.size, mine.size)
+        theirs, ours = other.root(common), mine.root(common)
+        if theirs != ours:
+            raise RevertError(
+                f"updates folder {path}: its ledger is not the same history as {reverted}: their Merkle roots "
+                f"differ at size {common} ({theirs.hex()[:16]}... vs {ours.hex()[:16]}...): another run of the "
+                "federation, or a fork"
+            )
+        return UpdateFolder(path=path, ledger=ledger, size=other.size, objects=other.objects)
+
+
+def _stored_bytes(objects: ObjectStore, digest: str) -> bytes | None:
+    """The bytes stored under ``digest`` (a file or a packed row), not checked here; ``None`` if absent."""
+    try:
+        return objects.path(digest).read_bytes()
+    except FileNotFoundError:
+        return objects.packed.get(digest) if objects.packed is not None else None
+
+
+def _fetch(log: AuditLog, folders: Sequence[UpdateFolder], digest: str) -> tuple[bytes, Path] | None:
+    """The retained update named ``digest`` and the ledger folder it came from, checked against the digest;
+    ``None`` when no folder holds it.
+
+    Raises
+    ------
+    RevertError
+        A folder holds bytes under that name that do not hash to it.
+    """
+    for ledger, objects in ((log.folder, log.objects), *((f.ledger, f.objects) for f in folders)):
+        try:
+            data = _stored_bytes(objects, digest)
+        except VerificationError as exc:
+            raise RevertError(f"the update {digest} in {ledger} is unreadable: {exc}") from None
+        if data is None:
+            continue
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise RevertError(
+                f"the object stored as update {digest} in {ledger} hashes to {actual}: an altered copy, "
+                "refused (the ledger being reverted names each update by the digest of its bytes)"
+            )
+        return data, ledger
+    return None
+
+
+def load_round_inputs(
+    log: AuditLog,
+    *,
+    schema: Schema,
+    folders: Sequence[UpdateFolder] = (),
+    progress: Progress | None = None,
+) -> list[RoundInputs]:
+    """Every committed round's retained updates, in round order.
+
+    ``schema`` is the model's schema; updates are read as float64 tensors of the same names and shapes.
+    Each update is looked up by the digest ``log`` records, in ``log``'s object store, then in each of
+    ``folders`` in turn (see :func:`open_update_folders`), and checked against that digest.
+
+    Raises
+    ------
+    RevertError
+        A round lists contributors without their update digests (secure aggregation), an update is in none
+        of the folders (naming the round, the member and the round's leader), or a folder holds an update
+        whose bytes do not match its digest (naming the folder and the digest).
     """
     out: list[RoundInputs] = []
     d = schema.size
-    for number, record in log.rounds.items():
-        agg = record.aggregate
-        if agg is None:
-            continue
+    committed = [(n, r, r.aggregate) for n, r in log.rounds.items() if r.aggregate is not None]
+    for done, (number, record, agg) in enumerate(committed, start=1):
         if agg.contributors and len(agg.inputs) != len(agg.contributors):
             raise RevertError(
                 f"round {number}: {len(agg.contributors)} contributors but {len(agg.inputs)} individual updates on "
@@ -93,15 +219,20 @@ def load_round_inputs(log: AuditLog, *, schema: Schema) -> list[RoundInputs]:
                 "member's part cannot be taken out"
             )
         rows = np.empty((len(agg.inputs), d), dtype=np.float64)
+        origins: list[Path] = []
         for i, (member, digest) in enumerate(zip(agg.contributors, agg.inputs, strict=True)):
-            try:
-                update = log.objects.get_parameters(digest)
-            except KeyError:
+            found = _fetch(log, folders, digest)
+            if found is None:
+                leader = record.opened.leader if record.opened is not None else ""
+                searched = f" nor in the {len(folders)} other folder(s) given" if folders else ""
                 raise RevertError(
                     f"round {number}: the update {digest[:16]}... of {member} is not stored with the ledger "
-                    f"{log.folder}: " + _why_missing(log, record.opened.leader if record.opened is not None else "")
-                ) from None
-            rows[i] = _update_row(update, schema, who=f"round {number}: retained update of {member}")
+                    f"{log.folder}{searched}: " + _why_missing(log, leader=leader, member=member)
+                )
+            data, origin = found
+            update = decode_parameters(data, source=f"update {digest} in {origin}")
+            rows[i] = _update_row(update, schema, who=f"round {number}: retained update of {member} in {origin}")
+            origins.append(origin)
         out.append(
             RoundInputs(
                 round=number,
@@ -109,18 +240,22 @@ def load_round_inputs(log: AuditLog, *, schema: Schema) -> list[RoundInputs]:
                 updates=rows,
                 weights=np.asarray(agg.weights, dtype=np.float64),
                 model=agg.model,
+                origins=tuple(origins),
             )
         )
+        if progress is not None:
+            progress(done, len(committed))
     return out
 
 
-def _why_missing(log: AuditLog, leader: str) -> str:
-    """Why a retained update is not in this copy of the ledger."""
+def _why_missing(log: AuditLog, *, leader: str, member: str) -> str:
+    """Why a retained update is not in the folders searched, and which folder would hold it."""
     if log.created.keys == "provisioned":  # written by real nodes
         return (
-            f"on the network an update is kept only by its author and by the leader of its round ({leader}), "
-            "never copied to other nodes: revert needs the data folder of a node that led every round (in star "
-            "topology the aggregator's), and a run with ledger.retain_updates = true"
+            f"on the network an update is kept only by its author ({member}) and by the leader of its round "
+            f"({leader}), never copied to other nodes: give the data folder of {leader} (or of {member}) with "
+            "--updates-from (in star topology the aggregator's folder alone holds every round's inputs; the "
+            "run needs ledger.retain_updates = true)"
         )
     return "updates were not retained (ledger.retain_updates = false), only their digests are on the ledger"
 
@@ -147,6 +282,7 @@ def replay(
     exclude: str | None = None,
     from_round: int = 1,
     min_members: int = 1,
+    progress: Progress | None = None,
 ) -> list[Parameters]:
     """Recompute the model after every round of ``rounds``, leaving out ``exclude`` from ``from_round`` on.
 
@@ -180,6 +316,8 @@ def replay(
             weights = np.ones(len(keep))
         x, params = _cast(aggregate(inputs.round, x, updates, weights), schema)
         models.append(params)
+        if progress is not None:
+            progress(len(models), len(rounds))
     return models
 
 

@@ -13,8 +13,8 @@ statements wait for the round's block.
 leader, and the ledger never moves it further (catching up fetches models, never updates): so each member
 stores its own update and the leader every update it aggregated, each with the round's entries. A node's
 folder therefore holds every input of the rounds it led and its own contributions; ``fedswarm ledger revert``
-needs the inputs of every round, which the star aggregator's folder has (it leads every round) and a swarm
-member's only if it led them all. The bytes are those sent (one float64 tensor named ``update``,
+needs the inputs of every round: the star aggregator's folder has them all (it leads every round); in a
+swarm, revert on one member's folder is given the other leaders' folders with ``--updates-from``. The bytes are those sent (one float64 tensor named ``update``,
 :mod:`fedswarm.transport.wire`), named by the digest the entry states. They are held in memory (the buffer the
 update was sent or received in, not a copy) until the round's commit is adopted, then stored in one
 transaction right before the entries (:meth:`fedswarm.ledger.store.LedgerStore.append_many`: packed into the
