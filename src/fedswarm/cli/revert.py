@@ -44,13 +44,12 @@ from fedswarm.ledger.recorder import LedgerRecorder
 from fedswarm.ledger.revert import (
     RevertError,
     RoundInputs,
-    UpdateFolder,
     check_replay,
     load_round_inputs,
-    open_update_folders,
     replay,
 )
 from fedswarm.ledger.store import DB_NAME, LedgerStore, find_ledger
+from fedswarm.ledger.update_folders import UpdateFolder, open_update_folders
 from fedswarm.ledger.verify import verify_ledger
 from fedswarm.node.world import job_digest
 from fedswarm.rounds.coordinator import RoundOutcome
@@ -237,7 +236,7 @@ def revert_run(
     ``path`` (run directory, node data folder or node kit) holds the ledger whose history is reverted;
     retained updates are looked up by digest in its object store and then in those of ``updates_from``
     (other copies of the same history, in the same forms; see
-    :func:`fedswarm.ledger.revert.open_update_folders`). ``verify`` checks ``path``'s ledger first (the
+    :func:`fedswarm.ledger.update_folders.open_update_folders`). ``verify`` checks ``path``'s ledger first (the
     other folders are only searched for updates, each checked against its digest). Returns the report
     written to ``out/revert.json``.
 

@@ -17,7 +17,7 @@ noise) is refused instead of being silently approximated.
 
 **Where the updates come from.** The ledger being reverted is the history; a retained update is looked up
 by the digest that history records, in its own object store and then in those of other copies of the same
-federation's ledger (:func:`open_update_folders`). On the network an update stays with its author and the
+federation's ledger (:func:`~fedswarm.ledger.update_folders.open_update_folders`). On the network an update stays with its author and the
 leader of its round (see :mod:`fedswarm.node.ledger_statements`), so a swarm, whose leader rotates, spreads
 the inputs over the folders of the rounds' leaders; together they hold them all. Another folder is trusted
 for nothing: its ledger must be the same history up to the shorter of the two sizes (equal Merkle roots at
@@ -38,7 +38,6 @@ the aggregation.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,21 +47,18 @@ import numpy.typing as npt
 
 from fedswarm.codec.tensors import decode as decode_parameters
 from fedswarm.codec.tensors import digest as tensor_digest
-from fedswarm.core.errors import FedswarmError, VerificationError
+from fedswarm.core.errors import FedswarmError
 from fedswarm.core.parameters import Parameters, Schema
 from fedswarm.ledger.audit import AuditLog
-from fedswarm.ledger.models import ObjectStore
-from fedswarm.ledger.store import LedgerStore, find_ledger
+from fedswarm.ledger.update_folders import UpdateFolder, fetch_update
 
 __all__ = [
     "Aggregate",
     "Progress",
     "RevertError",
     "RoundInputs",
-    "UpdateFolder",
     "check_replay",
     "load_round_inputs",
-    "open_update_folders",
     "replay",
 ]
 
@@ -92,102 +88,6 @@ class RoundInputs:
     """The ledger folder each update was read from (empty when built by hand)."""
 
 
-@dataclass(frozen=True, slots=True)
-class UpdateFolder:
-    """Another copy of the federation's ledger, searched for retained updates by digest (nothing else in it
-    is used)."""
-
-    path: Path
-    """The folder as given."""
-    ledger: Path
-    """Its ledger folder."""
-    size: int
-    """Its number of entries (the history was compared up to ``min(size, reverted ledger's size)``)."""
-    objects: ObjectStore
-
-
-def open_update_folders(log: AuditLog, paths: Sequence[Path]) -> list[UpdateFolder]:
-    """Open the ledgers at ``paths`` (run directories, node data folders or ledger folders) as sources of
-    retained updates for reverting ``log``, after checking that each is the same history.
-
-    A folder whose ledger is ``log``'s own, or one already given, is skipped.
-
-    Raises
-    ------
-    RevertError
-        Naming the folder: it holds no ledger, its ledger is of another federation, or its first
-        ``min(its size, log's size)`` entries are not ``log``'s (different Merkle roots at that size).
-    """
-    out: list[UpdateFolder] = []
-    seen = {log.folder.resolve()}
-    with LedgerStore(log.folder, readonly=True) as mine:
-        for path in paths:
-            try:
-                ledger = find_ledger(path)
-            except VerificationError as exc:
-                raise RevertError(f"updates folder {path}: {exc}") from None
-            if ledger.resolve() in seen:
-                continue
-            seen.add(ledger.resolve())
-            try:
-                out.append(_same_history(mine, Path(path), ledger, reverted=log.folder))
-            except VerificationError as exc:
-                raise RevertError(f"updates folder {path}: {exc}") from None
-    return out
-
-
-def _same_history(mine: LedgerStore, path: Path, ledger: Path, *, reverted: Path) -> UpdateFolder:
-    with LedgerStore(ledger, readonly=True) as other:
-        if other.federation != mine.federation:
-            raise RevertError(
-                f"updates folder {path}: its ledger is of federation {other.federation!r}, not "
-                f"{mine.federation!r} (the ledger {reverted} being reverted)"
-            )
-        common = min(other.size, mine.size)
-        theirs, ours = other.root(common), mine.root(common)
-        if theirs != ours:
-            raise RevertError(
-                f"updates folder {path}: its ledger is not the same history as {reverted}: their Merkle roots "
-                f"differ at size {common} ({theirs.hex()[:16]}... vs {ours.hex()[:16]}...): another run of the "
-                "federation, or a fork"
-            )
-        return UpdateFolder(path=path, ledger=ledger, size=other.size, objects=other.objects)
-
-
-def _stored_bytes(objects: ObjectStore, digest: str) -> bytes | None:
-    """The bytes stored under ``digest`` (a file or a packed row), not checked here; ``None`` if absent."""
-    try:
-        return objects.path(digest).read_bytes()
-    except FileNotFoundError:
-        return objects.packed.get(digest) if objects.packed is not None else None
-
-
-def _fetch(log: AuditLog, folders: Sequence[UpdateFolder], digest: str) -> tuple[bytes, Path] | None:
-    """The retained update named ``digest`` and the ledger folder it came from, checked against the digest;
-    ``None`` when no folder holds it.
-
-    Raises
-    ------
-    RevertError
-        A folder holds bytes under that name that do not hash to it.
-    """
-    for ledger, objects in ((log.folder, log.objects), *((f.ledger, f.objects) for f in folders)):
-        try:
-            data = _stored_bytes(objects, digest)
-        except VerificationError as exc:
-            raise RevertError(f"the update {digest} in {ledger} is unreadable: {exc}") from None
-        if data is None:
-            continue
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != digest:
-            raise RevertError(
-                f"the object stored as update {digest} in {ledger} hashes to {actual}: an altered copy, "
-                "refused (the ledger being reverted names each update by the digest of its bytes)"
-            )
-        return data, ledger
-    return None
-
-
 def load_round_inputs(
     log: AuditLog,
     *,
@@ -199,7 +99,7 @@ def load_round_inputs(
 
     ``schema`` is the model's schema; updates are read as float64 tensors of the same names and shapes.
     Each update is looked up by the digest ``log`` records, in ``log``'s object store, then in each of
-    ``folders`` in turn (see :func:`open_update_folders`), and checked against that digest.
+    ``folders`` in turn (see :func:`~fedswarm.ledger.update_folders.open_update_folders`), and checked against that digest.
 
     Raises
     ------
@@ -221,7 +121,7 @@ def load_round_inputs(
         rows = np.empty((len(agg.inputs), d), dtype=np.float64)
         origins: list[Path] = []
         for i, (member, digest) in enumerate(zip(agg.contributors, agg.inputs, strict=True)):
-            found = _fetch(log, folders, digest)
+            found = fetch_update(log, folders, digest)
             if found is None:
                 leader = record.opened.leader if record.opened is not None else ""
                 searched = f" nor in the {len(folders)} other folder(s) given" if folders else ""

@@ -17,8 +17,9 @@ from fedswarm.cli.revert import revert_run
 from fedswarm.codec.tensors import digest, load
 from fedswarm.ledger.audit import load_audit
 from fedswarm.ledger.entries import SignedEntry
-from fedswarm.ledger.revert import RevertError, load_round_inputs, open_update_folders
+from fedswarm.ledger.revert import RevertError, load_round_inputs
 from fedswarm.ledger.store import LedgerStore
+from fedswarm.ledger.update_folders import UpdateFolderError, open_update_folders
 from fedswarm.ledger.verify import verify_ledger
 from fedswarm.sim.engine import run_simulation
 from fedswarm.spec.schema import parse_spec
@@ -163,7 +164,7 @@ def test_an_altered_update_in_another_folder_is_refused_naming_folder_and_digest
     with LedgerStore(other / "ledger", readonly=True) as store:  # stored under its name, with other bytes
         assert store.objects.has(victim)
         assert hashlib.sha256(store.objects.packed.get(victim) or b"").hexdigest() != victim  # type: ignore[union-attr]
-    with pytest.raises(RevertError) as caught:
+    with pytest.raises(UpdateFolderError) as caught:
         revert_run(node, exclude=X, from_round=1, out=tmp_path / "rev", updates_from=[other])
     text = str(caught.value)
     assert f"update {victim} in {other / 'ledger'} hashes to" in text and "altered copy" in text, text
@@ -174,13 +175,13 @@ def test_a_folder_of_another_history_is_refused(run: Path, tmp_path: Path) -> No
     node = _copy(run, tmp_path / "a", keep=lambda d: False, spec=True)
     rerun = tmp_path / "rerun"  # the same federation name, another seed: another history
     run_simulation(parse_spec(_raw(seed=6)), out_dir=rerun)
-    with pytest.raises(RevertError) as caught:
+    with pytest.raises(UpdateFolderError) as caught:
         revert_run(node, exclude=X, from_round=1, out=tmp_path / "rev", updates_from=[rerun])
     text = str(caught.value)
     assert text.startswith(f"updates folder {rerun}: its ledger is not the same history") and "roots differ" in text
     other = tmp_path / "other"
     run_simulation(parse_spec(_raw(name="another")), out_dir=other)
-    with pytest.raises(RevertError, match=f"updates folder {other}: its ledger is of federation 'another'"):
+    with pytest.raises(UpdateFolderError, match=f"updates folder {other}: its ledger is of federation 'another'"):
         open_update_folders(load_audit(node), [other])
-    with pytest.raises(RevertError, match=f"updates folder {tmp_path}: .*no ledger found"):
+    with pytest.raises(UpdateFolderError, match=f"updates folder {tmp_path}: .*no ledger found"):
         open_update_folders(load_audit(node), [tmp_path])
