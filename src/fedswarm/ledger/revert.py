@@ -15,15 +15,16 @@ nothing excluded must reproduce the recorded models bit for bit; :func:`check_re
 first, so a history whose aggregation cannot be reproduced (server-side randomness such as central DP
 noise) is refused instead of being silently approximated.
 
-**Where the updates come from.** The ledger being reverted is the history; a retained update is looked up
-by the digest that history records, in its own object store and then in those of other copies of the same
+**Where the updates come from.** The ledger being reverted is the history; a retained update is looked up by
+the digest that history records, in its own object store and then in those of other copies of the same
 federation's ledger (:func:`~fedswarm.ledger.update_folders.open_update_folders`). On the network an update
-stays with its author and the leader of its round (see :mod:`fedswarm.node.ledger_statements`), so a
-swarm, whose leader rotates, spreads the inputs over the folders of the rounds' leaders; together they hold them all. Another folder is trusted
-for nothing: its ledger must be the same history up to the shorter of the two sizes (equal Merkle roots at
-that size, RFC 9162 section 2.1, so it is the same log or a prefix or an extension of it, never a fork or
-another run), and every update taken from it is hashed and must match the digest in the reverted ledger
-(content addressing), or the revert is refused naming the folder and the digest.
+stays with its author and the leader of its round (see :mod:`fedswarm.node.ledger_statements`), so a swarm,
+whose leader rotates, spreads the inputs over the folders of the rounds' leaders; together they hold them
+all. Another folder is trusted for nothing: its ledger must be the same history up to the shorter of the two
+sizes (equal Merkle roots at that size, RFC 9162 section 2.1, so it is the same log or a prefix or an
+extension of it, never a fork or another run), and every update taken from it is hashed and must match the
+digest in the reverted ledger (content addressing), or the revert is refused naming the folder and the
+digest.
 
 A revert is impossible, and :func:`load_round_inputs` says which round and why, when an update was not
 retained (``ledger.retain_updates = false``: only its digest is on the ledger), is in none of the folders
