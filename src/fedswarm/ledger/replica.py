@@ -7,6 +7,12 @@ Every member keeps a copy of the log. When a peer (or the round's leader) shows 
 * a larger one must come with an RFC 9162 consistency proof from the local size and root to it;
 * two signed checkpoints of the same size with different roots are an equivocation.
 
+A checkpoint of ``s`` entries is checked against the members registered when the log held ``s`` entries
+(:class:`~fedswarm.ledger.state.Membership`), as ``fedswarm ledger verify`` checks it: members admitted
+after ``s`` neither sign nor count towards its quorum, members removed after ``s`` still do. A checkpoint
+beyond the local log is checked against the members registered now (the entries up to its size are not
+here yet).
+
 Any failure means two different histories were shown to different members: the replica raises
 :class:`ForkDetected` (a :class:`~fedswarm.core.errors.VerificationError` carrying both signed heads as
 evidence) and from then on refuses every operation with the same alarm, so a forked node never builds on
@@ -20,14 +26,13 @@ or direct calls in simulation) ships them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 from fedswarm.core.errors import VerificationError
 from fedswarm.crypto.signing import SigningKey, VerifyKey
-from fedswarm.ledger.checkpoint import Checkpoint, Cosignature, cosign, quorum_size, verify_final
+from fedswarm.ledger.checkpoint import Checkpoint, Cosignature, cosign, verify_final
 from fedswarm.ledger.entries import EntryError, SignedEntry
 from fedswarm.ledger.merkle import leaf_hash, verify_consistency
-from fedswarm.ledger.state import LedgerState
+from fedswarm.ledger.state import LedgerState, Membership
 from fedswarm.ledger.store import LedgerStore
 from fedswarm.ledger.tree import MerkleTree, NodeKey, NodeStore
 
@@ -72,9 +77,9 @@ class Replica:
     store
         The local, writable log (it may be empty when ``coordinator_key`` is given).
     coordinator_key
-        The coordinator's key (the author of entry 0, whose key is the default). A checkpoint is signed by
-        the coordinator or by an active member with its registered key (on the network, the member that
-        gathered its cosignatures).
+        The coordinator's key (the author of entry 0, whose key is the default). A checkpoint of ``s``
+        entries is signed by the coordinator or by a member registered at size ``s`` with its key then (on
+        the network, the member that gathered its cosignatures).
 
     Raises
     ------
@@ -126,8 +131,14 @@ class Replica:
 
     @property
     def coordinator_key(self) -> bytes:
-        """The key checkpoints must be signed with."""
+        """The coordinator's key (checkpoints are signed with it or with a registered member's)."""
         return self._coordinator_key
+
+    def membership(self, size: int) -> Membership:
+        """Who was registered when the local log held ``size`` entries: the signers and cosigners a
+        checkpoint of that size is checked against. A size beyond the local log sees the members registered
+        now."""
+        return self._state.membership(size)
 
     def halt(self, alarm: ForkDetected) -> None:
         """Stop this replica with ``alarm`` (a fork found outside it, e.g. by comparing cosigned heads)."""
@@ -188,13 +199,15 @@ class Replica:
     ) -> bool:
         """Check a checkpoint that claims to be final and store it; ``True`` if it was new here.
 
-        It must be cosigned by strictly more than ``quorum`` (default: the log's) of the members registered
-        in the local log, signed by the coordinator or an active member and describe the local history
-        (:meth:`receive_checkpoint`). Checkpoints beyond the local log are checked but not stored.
-        ``cosignatures_checked``: the caller checked every cosignature against the registered keys (it
-        gathered them itself); only their number is counted then. The signer's signature is not checked
-        twice when it is the same signature as a cosignature by the same key (the signer cosigned the head
-        it signs).
+        A checkpoint of ``s`` entries must be cosigned by strictly more than ``quorum`` (default: the
+        log's) of the members registered at size ``s`` (:meth:`membership`: those admitted later do not
+        count, those removed later do), signed by the coordinator or a member registered at size ``s`` and
+        describe the local history (:meth:`receive_checkpoint`). Checkpoints beyond the local log are
+        checked against the members registered now, and not stored. ``cosignatures_checked``: the caller
+        checked every cosignature against the registered keys (it gathered them itself); only the
+        cosigners registered at size ``s`` with those keys are counted then. The signer's signature is not
+        checked twice when it is the same signature as a cosignature by the same key (the signer cosigned
+        the head it signs).
 
         Raises
         ------
@@ -204,11 +217,16 @@ class Replica:
             It contradicts the local log or another checkpoint; the replica halts.
         """
         self._check_running()
-        members, fraction = self._state.members(), quorum or self._state.quorum
+        membership = self.membership(checkpoint.head.size)
+        members, fraction = membership.members, quorum or membership.quorum
         if cosignatures_checked:
             cosigners = {c.member for c in checkpoint.cosignatures if members.get(c.member) == c.key}
-            if len(cosigners) < quorum_size(len(members), quorum=fraction):
-                raise VerificationError(f"checkpoint of size {checkpoint.head.size} is not final")
+            need = membership.needed(quorum=fraction)
+            if len(cosigners) < need:
+                raise VerificationError(
+                    f"checkpoint of size {checkpoint.head.size} is not final: {len(cosigners)} of {len(members)} "
+                    f"members registered at that size cosigned, {need} are needed"
+                )
         else:
             verify_final(checkpoint, members, quorum=fraction)
         cosigned = any((c.key, c.signature) == (checkpoint.key, checkpoint.signature) for c in checkpoint.cosignatures)
@@ -253,7 +271,7 @@ class Replica:
         self, start: int, records: Sequence[bytes | SignedEntry], *, verify: bool
     ) -> tuple[list[SignedEntry], LedgerState]:
         signed: list[SignedEntry] = []
-        trial = _copy_state(self._state)
+        trial = self._state.copy()
         keys: dict[bytes, VerifyKey] = {}
         for offset, record in enumerate(records):
             seq = start + offset
@@ -279,12 +297,15 @@ class Replica:
         ``proof`` is the consistency proof from the local size to the checkpoint's size when the
         checkpoint is larger than the local log (ask the peer for it); otherwise it is ignored.
 
+        A checkpoint of ``s`` entries is signed by the coordinator or by a member registered at size ``s``
+        with its key then (:meth:`membership`; beyond the local log, a member registered now).
+
         Raises
         ------
         VerificationError
-            If the checkpoint is not properly signed by the coordinator or an active member with its
-            registered key, or is for another federation (the replica keeps running: a forged message is not
-            a fork).
+            If the checkpoint is not properly signed by the coordinator or a member registered at its size
+            with its key then, or is for another federation (the replica keeps running: a forged message is
+            not a fork).
         ForkDetected
             If it contradicts the local log or an accepted checkpoint; the replica halts.
         """
@@ -326,24 +347,22 @@ class Replica:
         if known is None:
             self._accepted[head.size] = checkpoint
 
-    def _signer_key(self, checkpoint: Checkpoint) -> bytes:
-        """The key ``checkpoint``'s signer must sign with: the coordinator's, or an active member's.
+    def _signer_key(self, checkpoint: Checkpoint, state: LedgerState | None = None) -> bytes:
+        """The key ``checkpoint``'s signer must sign with: the coordinator's, or the key of a member
+        registered at the checkpoint's size in ``state`` (default: the replica's).
 
         Raises
         ------
         VerificationError
             The signer is neither.
         """
-        state = self._state
+        state = self._state if state is None else state
         if state.coordinator is None or checkpoint.signer == state.coordinator:
             return self._coordinator_key
-        key = state.members().get(checkpoint.signer)
-        if key is None:
-            raise VerificationError(
-                f"checkpoint of size {checkpoint.head.size} is signed by {checkpoint.signer}, who is neither the "
-                "coordinator nor an active member"
-            )
-        return key
+        try:
+            return state.membership(checkpoint.head.size).signer_key(checkpoint.signer)
+        except VerificationError as exc:
+            raise VerificationError(f"checkpoint of size {checkpoint.head.size}: {exc}") from None
 
     def _accepted_at_or_above(self, size: int) -> list[Checkpoint]:
         return [c for s, c in sorted(self._accepted.items()) if s >= size][:1]
@@ -351,8 +370,9 @@ class Replica:
     def append(self, records: Sequence[bytes], *, checkpoint: Checkpoint) -> None:
         """Catch up: append ``records`` (the entries after the local log) that a checkpoint covers.
 
-        Every record is parsed, its signature checked and its rules replayed; the resulting root must be
-        the checkpoint's root before anything is written.
+        Every record is parsed, its signature checked and its rules replayed; the checkpoint must be signed
+        by the coordinator or a member registered at its size (the records included), and the resulting
+        root must be the checkpoint's root before anything is written.
 
         Raises
         ------
@@ -367,8 +387,8 @@ class Replica:
             raise VerificationError(
                 f"{len(records)} records after entry {start - 1} do not reach the checkpoint's size {checkpoint.head.size}"
             )
-        checkpoint.verify_signature(signer_key=self._signer_key(checkpoint))
         signed, trial = self._check_records(start, records, verify=True)
+        checkpoint.verify_signature(signer_key=self._signer_key(checkpoint, trial))
         overlay = MerkleTree(_Overlay(self._store.tree.store), size=start)
         overlay.extend([leaf_hash(r) for r in records])
         if overlay.root() != checkpoint.head.root:
@@ -378,7 +398,7 @@ class Replica:
             )
         self._store.append_many(signed)
         self._state = trial
-        self.receive_checkpoint(checkpoint)
+        self._receive(checkpoint, proof=(), signed=True)
         if checkpoint.head.size not in self._stored:
             self._store.add_checkpoint(checkpoint)
             self._stored.add(checkpoint.head.size)
@@ -395,15 +415,3 @@ class Replica:
         """
         self.receive_checkpoint(checkpoint, proof=proof)
         return cosign(checkpoint, member=member, key=key)
-
-
-def _copy_state(state: LedgerState) -> LedgerState:
-    copy = LedgerState()
-    for name in LedgerState.__slots__:
-        value = getattr(state, name)
-        if isinstance(value, dict | set):
-            value = type(value)(value)
-        setattr(copy, name, value)
-    if state.round is not None:
-        copy.round = replace(state.round, updates=dict(state.round.updates))
-    return copy

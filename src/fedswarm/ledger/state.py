@@ -11,13 +11,21 @@ model; evaluations of known models; privacy and anomaly reports about opened rou
 :class:`LedgerState` is a plain state machine: :meth:`LedgerState.apply` takes entries in order and raises
 :class:`RuleViolation` (a :class:`~fedswarm.core.errors.VerificationError`) with the reason when one
 breaks a rule. Verification, audits and replicas all replay through it.
+
+It also keeps who was registered at every size of the log (:class:`Registry`): a checkpoint of ``s``
+entries is checked against the members registered at size ``s`` (:class:`Membership`), whether an auditor
+verifies the whole folder or a replica whose log has grown since receives it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 from fedswarm.core.errors import VerificationError
+from fedswarm.ledger.checkpoint import quorum_size
 from fedswarm.ledger.entries import (
     AggregateCommitted,
     AnomalyFlagged,
@@ -31,7 +39,7 @@ from fedswarm.ledger.entries import (
     UpdateSubmitted,
 )
 
-__all__ = ["LedgerState", "RoundState", "RuleViolation"]
+__all__ = ["LedgerState", "Membership", "Registry", "RoundState", "RuleViolation"]
 
 
 class RuleViolation(VerificationError):
@@ -50,6 +58,109 @@ class RoundState:
     committed: str | None = None
 
 
+_OPEN = sys.maxsize
+"""The end of the span of a member that is still registered."""
+
+_Span = tuple[int, int, bytes]
+"""``(start, stop, key)``: registered with ``key`` while the log holds ``start <= size < stop`` entries."""
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """Who was registered when the log held ``size`` entries: what a checkpoint of that size is checked against.
+
+    The rule for a checkpoint of ``size`` entries: it is signed by the coordinator or by one of ``members``
+    with the key registered for it at that size; every cosignature is by one of ``members`` with its key at
+    that size; it is final when strictly more than ``quorum`` of ``members`` cosigned it. Members admitted
+    later do not count, members removed later still do.
+    """
+
+    size: int
+    coordinator: str | None
+    coordinator_key: bytes | None
+    members: Mapping[str, bytes]
+    """Registered, not removed members with their keys (the coordinator excluded)."""
+    quorum: tuple[int, int]
+
+    def signer_key(self, name: str) -> bytes:
+        """The key a checkpoint of this size signed by ``name`` must carry.
+
+        Raises
+        ------
+        VerificationError
+            ``name`` is neither the coordinator nor a member registered at this size.
+        """
+        if name == self.coordinator and self.coordinator_key is not None:
+            return self.coordinator_key
+        key = self.members.get(name)
+        if key is None:
+            raise VerificationError(
+                f"signed by {name}, who is neither the coordinator nor a member registered at size {self.size}"
+            )
+        return key
+
+    def needed(self, *, quorum: tuple[int, int] | None = None) -> int:
+        """Cosigners a checkpoint of this size needs to be final (``quorum`` default: the log's)."""
+        return quorum_size(len(self.members), quorum=self.quorum if quorum is None else quorum)
+
+
+class Registry:
+    """Who was registered at every size of a log, kept while its entries are applied.
+
+    Membership changes rarely (the creation, admissions, removals), so the registry keeps, for each name,
+    the spans of log sizes over which it was registered and with which key (a member removed and admitted
+    again has two); a lookup at a size picks each name's span covering it and never replays the log.
+    Memory grows with the number of changes, not with members times changes. A size beyond the log sees
+    the members registered now.
+    """
+
+    __slots__ = ("_coordinator", "_quorum", "_spans")
+
+    def __init__(self) -> None:
+        self._coordinator: str | None = None
+        self._quorum: tuple[int, int] = (2, 3)
+        self._spans: dict[str, tuple[_Span, ...]] = {}
+
+    def create(self, size: int, coordinator: str, keys: Mapping[str, bytes], quorum: tuple[int, int]) -> None:
+        """Register the coordinator and the founding members (``keys``, the coordinator's included) from
+        ``size`` entries on."""
+        self._coordinator = coordinator
+        self._quorum = quorum
+        self._spans = {name: ((size, _OPEN, key),) for name, key in keys.items()}
+
+    def admit(self, size: int, name: str, key: bytes) -> None:
+        """Register ``name`` with ``key`` from ``size`` entries on (it is not registered now)."""
+        self._spans[name] = (*self._spans.get(name, ()), (size, _OPEN, key))
+
+    def remove(self, size: int, name: str) -> None:
+        """End ``name``'s registration at ``size`` entries (it is registered now)."""
+        *earlier, (start, _stop, key) = self._spans[name]
+        self._spans[name] = (*earlier, (start, size, key))
+
+    def at(self, size: int) -> Membership:
+        """The membership when the log held ``size`` entries (now, for a size beyond the log)."""
+        members: dict[str, bytes] = {}
+        coordinator_key = None
+        for name, spans in self._spans.items():
+            for start, stop, key in reversed(spans):
+                if start <= size < stop:
+                    if name == self._coordinator:
+                        coordinator_key = key
+                    else:
+                        members[name] = key
+                    break
+                if start <= size:
+                    break
+        coordinator = self._coordinator if coordinator_key is not None else None
+        return Membership(size, coordinator, coordinator_key, MappingProxyType(members), self._quorum)
+
+    def copy(self) -> Registry:
+        """An independent copy (the spans are immutable tuples: shared)."""
+        copy = Registry()
+        copy._coordinator, copy._quorum, copy._spans = self._coordinator, self._quorum, dict(self._spans)
+        return copy
+
+
 class LedgerState:
     """The federation as the entries applied so far describe it."""
 
@@ -64,6 +175,7 @@ class LedgerState:
         "models",
         "population",
         "quorum",
+        "registry",
         "removed",
         "round",
         "size",
@@ -87,6 +199,7 @@ class LedgerState:
         self.round: RoundState | None = None
         self.last_round = 0
         self.size = 0
+        self.registry = Registry()
 
     def members(self) -> dict[str, bytes]:
         """Registered members that are not removed, with their keys (the coordinator excluded)."""
@@ -99,6 +212,23 @@ class LedgerState:
     def is_active(self, name: str) -> bool:
         """Whether ``name`` may author entries now."""
         return name in self.keys and name not in self.removed
+
+    def membership(self, size: int | None = None) -> Membership:
+        """Who was registered when the log held ``size`` entries (default: now; a larger size sees now)."""
+        return self.registry.at(self.size if size is None else size)
+
+    def copy(self) -> LedgerState:
+        """An independent copy: applying entries to it leaves this state unchanged."""
+        copy = LedgerState()
+        for name in LedgerState.__slots__:
+            value = getattr(self, name)
+            if isinstance(value, dict | set):
+                value = type(value)(value)
+            setattr(copy, name, value)
+        copy.registry = self.registry.copy()
+        if self.round is not None:
+            copy.round = replace(self.round, updates=dict(self.round.updates))
+        return copy
 
     def apply(self, entry: Entry) -> None:
         """Apply the next entry.
@@ -198,6 +328,7 @@ class LedgerState:
         self.key_origin = body.keys
         self.initial_model = self.current_model = body.initial_model
         self.models = {body.initial_model: 0}
+        self.registry.create(entry.seq + 1, entry.author, self.keys, body.quorum)
 
     def _require_coordinator(self, entry: Entry) -> None:
         if entry.author != self.coordinator:
@@ -208,6 +339,7 @@ class LedgerState:
             raise RuleViolation(f"{body.member} is already a member")
         self.keys[body.member] = body.key
         self.removed.discard(body.member)
+        self.registry.admit(entry.seq + 1, body.member, body.key)
 
     def _remove(self, entry: Entry, body: MemberRemoved) -> None:
         self._require_coordinator(entry)
@@ -216,6 +348,7 @@ class LedgerState:
         if body.member not in self.keys or body.member in self.removed:
             raise RuleViolation(f"{body.member} is not a member")
         self.removed.add(body.member)
+        self.registry.remove(entry.seq + 1, body.member)
 
     def _open(self, entry: Entry, body: RoundOpened) -> None:
         if body.leader != entry.author:

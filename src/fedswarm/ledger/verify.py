@@ -8,9 +8,9 @@
 2. replayed through :class:`~fedswarm.ledger.state.LedgerState`, the history follows the rules (the key
    is the author's registered key, rounds and updates fit together, ...);
 3. the Merkle tree recomputed from the records equals the stored node table, node for node;
-4. every checkpoint is signed by the coordinator or an active member (on the network, the member that
-   gathered its cosignatures) over the recomputed root of its size, every cosignature is by a member
-   registered at that size, and finality (quorum) is counted;
+4. every checkpoint is signed by the coordinator or a member registered at its size (on the network, the
+   member that gathered its cosignatures) over the recomputed root of its size, every cosignature is by a
+   member registered at that size, and finality (quorum) is counted;
 5. every object (a file in ``objects/`` or, in format 2, a row of the ``objects`` table) hashes to its
    name, and every model the log names is present.
 
@@ -30,13 +30,13 @@ import multiprocessing
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedswarm.core.errors import FedswarmError, VerificationError
-from fedswarm.ledger.checkpoint import Checkpoint, Cosignature, TreeHead, quorum_size, verify_cosignatures
+from fedswarm.ledger.checkpoint import Checkpoint, Cosignature, TreeHead, verify_cosignatures
 from fedswarm.ledger.entries import Entry
 from fedswarm.ledger.models import ObjectStore
 from fedswarm.ledger.packed import PackedObjects
@@ -229,7 +229,9 @@ def _checkpoint_signatures(checkpoint: Checkpoint) -> list[tuple[bytes, bytes, b
     ]
 
 
-def _checked_cosigners(checkpoint: Checkpoint, signer_key: bytes, registry: dict[str, bytes]) -> frozenset[str] | None:
+def _checked_cosigners(
+    checkpoint: Checkpoint, signer_key: bytes, registry: Mapping[str, bytes]
+) -> frozenset[str] | None:
     """The cosigners, when every signature was verified ahead and every key is the registered one.
 
     ``None`` when a key does not match (the caller then runs the full checks, which name the problem).
@@ -260,20 +262,21 @@ def _check_checkpoint(
         raise LedgerVerificationError(f"{where}: federation {head.federation!r} is not {federation!r}")
     if root != head.root:
         raise LedgerVerificationError(f"{where}: its root {head.root.hex()} is not the log's root at that size")
-    if not state.is_active(checkpoint.signer):  # the coordinator, or the member that gathered its cosignatures
-        raise LedgerVerificationError(
-            f"{where}: signed by {checkpoint.signer}, who is neither the coordinator nor an active member"
-        )
-    registry = state.members()
-    cosigners = _checked_cosigners(checkpoint, state.keys[checkpoint.signer], registry) if presigned else None
+    membership = state.membership(head.size)  # the rule replicas apply (fedswarm.ledger.state.Membership)
+    try:  # the coordinator, or the member that gathered its cosignatures
+        signer_key = membership.signer_key(checkpoint.signer)
+    except VerificationError as exc:
+        raise LedgerVerificationError(f"{where}: {exc}") from None
+    registry = membership.members
+    cosigners = _checked_cosigners(checkpoint, signer_key, registry) if presigned else None
     if cosigners is None:  # some check failed (or was not done ahead): the full checks name the problem
         try:
-            checkpoint.verify_signature(signer_key=state.keys[checkpoint.signer])
+            checkpoint.verify_signature(signer_key=signer_key)
             cosigners = verify_cosignatures(checkpoint, registry)
         except VerificationError as exc:
             raise LedgerVerificationError(f"{where}: {exc}") from None
-    members = state.member_count()
-    final = len(cosigners) >= quorum_size(members, quorum=state.quorum) if members else False
+    members = len(registry)
+    final = len(cosigners) >= membership.needed()
     return CheckpointStatus(head.size, head.root.hex(), head.time, checkpoint.signer, len(cosigners), members, final)
 
 

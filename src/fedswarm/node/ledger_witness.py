@@ -93,9 +93,9 @@ class NodeWitness:
         replica = self._link.replica
         if replica is None or self._link.alarm is not None:
             return
-        state = replica.state
+        membership = replica.membership(item.head.size)  # the members registered at the head's size
         final = self._pool.add(
-            item, registry=state.members(), coordinator=self._link.coordinator, quorum=state.quorum, own=own
+            item, registry=membership.members, coordinator=self._link.coordinator, quorum=membership.quorum, own=own
         )
         if final is not None:
             self._store(final)
@@ -145,12 +145,12 @@ class NodeWitness:
         registered member with its registered key and verifies (this node's own is not verified again)."""
         link, replica = self._link, self._link.replica
         assert replica is not None
-        state, size = replica.state, checkpoint.head.size
+        size = checkpoint.head.size
         where = f"checkpoint of size {size}"
         coordinator = link.coordinator.name if link.coordinator is not None else None
         if checkpoint.signer != coordinator and link.keys().get(checkpoint.signer) != checkpoint.key:
             raise VerificationError(f"{where}: signed by {checkpoint.signer} with a key the manifest does not list")
-        registry, message = state.members(), checkpoint.head.encode()
+        registry, message = replica.membership(size).members, checkpoint.head.encode()
         names, batch = [], []
         for cosignature in checkpoint.cosignatures:
             if registry.get(cosignature.member) != cosignature.key:
