@@ -7,8 +7,10 @@
                        ckks-secret.ctx (0600, sealed with the CA password when there is one)
     OUT/<member>/      the member's kit (:mod:`fedswarm.node.startup_kit`)
 
-:func:`add_member` signs a newcomer's request (:mod:`fedswarm.node.joining`) and publishes manifest
-version + 1; :func:`revoke_member` adds a member's serial to the CRL and drops it from the manifest.
+:func:`provision` lists every member with ``since = 1`` (the founding members); :func:`add_member` signs
+a newcomer's request (:mod:`fedswarm.node.joining`) and publishes manifest version + 1, listing the newcomer
+with ``since`` that version; :func:`revoke_member` adds a member's serial to the CRL and moves its manifest
+entry, unchanged, under ``revoked``.
 Install either publication in every kit with :func:`~fedswarm.node.startup_kit.update_kit`.
 """
 
@@ -176,7 +178,7 @@ def provision(
         version=1,
         ca_fingerprint=ca.certificate.fingerprint,
         members=tuple(
-            MemberEntry(spec.name, spec.role, spec.address, cert.fingerprint, signing.public_key().hex)
+            MemberEntry(spec.name, spec.role, spec.address, cert.fingerprint, signing.public_key().hex, since=1)
             for spec, _, cert, signing in issued.values()
         ),
         ckks=ckks_keys,
@@ -232,7 +234,8 @@ def add_member(
 
     Verifies the request's Ed25519 signature and the CSR's self-signature, refuses a name that is or
     was in use, checks that the address host is covered by the requested SANs, issues the certificate,
-    records it in ``out_dir/ca/issued``, and publishes manifest version + 1. In a CKKS federation the
+    records it in ``out_dir/ca/issued``, and publishes manifest version + 1 listing the newcomer with
+    ``since`` = that version. In a CKKS federation the
     admission carries the public context and (unless the newcomer is an aggregator) the secret context
     sealed to the request's join key; ``ca_password`` also opens the operator's sealed copy of it.
 
@@ -258,12 +261,11 @@ def add_member(
     if spec.name.lower() in {n.lower() for n in current.names}:
         raise ConfigurationError(f"join request: member name {spec.name!r} is already taken")
     cert = pki.sign_csr(operator.ca, request.csr, validity_days=validity_days, taken_names=current.names, now=moment)
-    entry = MemberEntry(spec.name, spec.role, spec.address, cert.fingerprint, request.signing_key.hex)
-    if any(e.signing_key == entry.signing_key for e in current.members):
+    version = current.version + 1
+    entry = MemberEntry(spec.name, spec.role, spec.address, cert.fingerprint, request.signing_key.hex, since=version)
+    if any(e.signing_key == entry.signing_key for e in (*current.members, *current.revoked)):
         raise ConfigurationError(f"join request for {spec.name!r}: signing key already belongs to a member")
-    manifest = replace(
-        current, version=current.version + 1, members=tuple(sorted((*current.members, entry), key=lambda e: e.name))
-    )
+    manifest = replace(current, version=version, members=tuple(sorted((*current.members, entry), key=lambda e: e.name)))
     admitted = _admitted_ckks(operator, request, spec, ca_password)
     cert.save(operator.directory / ISSUED_DIR / f"{spec.name}.pem")
     return Admission(cert, _publish(operator, manifest, operator.crl), admitted)
@@ -289,9 +291,10 @@ def revoke_member(
     ca_password: bytes | None = None,
     now: dt.datetime | None = None,
 ) -> Publication:
-    """Revoke ``name``: add its certificate serial to the CRL and drop it from the manifest.
+    """Revoke ``name``: add its certificate serial to the CRL and move its manifest entry under ``revoked``.
 
-    The new CRL (number + 1) and manifest (version + 1, ``name`` listed under ``revoked``) are written to
+    The new CRL (number + 1) and manifest (version + 1, ``name``'s entry, its ``since`` included, listed
+    under ``revoked``) are written to
     ``out_dir/ca`` and returned; install them in every kit with :func:`~fedswarm.node.startup_kit.update_kit`.
     The CKKS keys are not rotated: the revoked member keeps the secret context it holds.
 
@@ -303,8 +306,9 @@ def revoke_member(
     moment = utc_now(now)
     operator = _load_operator(out_dir, ca_password, moment)
     current = operator.manifest.manifest
-    if name not in {e.name for e in current.members}:
-        state = "was already revoked" if name in current.revoked else "is not a member"
+    entry = next((e for e in current.members if e.name == name), None)
+    if entry is None:
+        state = "was already revoked" if name in current.revoked_names else "is not a member"
         raise ConfigurationError(f"revoke_member: {name!r} {state}")
     cert = pki.Certificate.load(operator.directory / ISSUED_DIR / f"{name}.pem")
     crl = pki.revoke_serial(operator.ca, operator.crl, cert.serial, now=moment)
@@ -312,6 +316,6 @@ def revoke_member(
         current,
         version=current.version + 1,
         members=tuple(e for e in current.members if e.name != name),
-        revoked=tuple(sorted((*current.revoked, name))),
+        revoked=tuple(sorted((*current.revoked, entry), key=lambda e: e.name)),
     )
     return _publish(operator, manifest, crl)

@@ -8,6 +8,13 @@ members that take part for the first time, and the federation's founding member 
 signs ``federation_created`` as the ledger's coordinator (:func:`check_creation` is what every node expects
 of that entry).
 
+**Entry 0 registers the founding members.** The manifest records the revision that added each member
+(``since``); the founding members are those with ``since == 1``, revoked or not
+(:attr:`fedswarm.node.manifest.Manifest.founders`). Every node, a founding member or one that joined later,
+knows them from its own manifest (:attr:`GenesisFacts.founders`), so every node requires the same of entry 0:
+created by a founding member's coordinator name with that member's key, registering exactly the founding
+members with their manifest keys. Members added later are registered by ``member_admitted`` entries.
+
 **Update digest.** On the network an update's digest is the SHA-256 of the bytes the member sends (one
 little-endian float64 tensor named ``update``, :mod:`fedswarm.transport.wire`): the digest the commit
 declares and the leader checks on arrival, so every node can match the ledger against the commit.
@@ -72,51 +79,63 @@ def coordinator_name(member: str) -> str:
     return f"{COORDINATOR_PREFIX}{member}"
 
 
-def check_founder(first: Entry, manifest: Mapping[str, bytes]) -> str:
+def check_founder(first: Entry, founders: Mapping[str, bytes]) -> str:
     """The founding member of a stored ledger, after checking its first entry; returns its name.
+
+    ``founders``: the manifest's founding members and their keys (:meth:`GenesisFacts.founder_keys`).
 
     Raises
     ------
     VerificationError
-        Entry 0 is not the creation by a coordinator name, or is signed with another key than the founding
-        member's in the manifest.
+        Entry 0 is not the creation by a coordinator name, names no founding member of the manifest, or is
+        signed with another key than that member's.
     """
     if not isinstance(first.body, FederationCreated) or not first.author.startswith(COORDINATOR_PREFIX):
         raise VerificationError(f"entry 0 ({first.kind} by {first.author}) is not the creation by a coordinator")
     founder = first.author.removeprefix(COORDINATOR_PREFIX)
-    registered = manifest.get(founder)
-    if registered is not None and registered != first.key:
+    registered = founders.get(founder)
+    if registered is None:
+        raise VerificationError(f"entry 0 is written by {first.author}, but {founder} is not a founding member")
+    if registered != first.key:
         raise VerificationError(f"entry 0 is signed by {first.author} with another key than {founder}'s")
     return founder
 
 
-def check_creation(
-    first: SignedEntry, founder: str, *, manifest: Mapping[str, bytes], expected: FederationCreated, strict: bool
-) -> None:
-    """Entry 0 as a node expects it: the creation by ``founder``'s coordinator name, with its manifest key.
+def check_creation(first: SignedEntry, founder: str, *, expected: FederationCreated) -> None:
+    """Entry 0 as every node expects it, a founding member or one that joined later.
 
-    ``strict``: it must register exactly the members of ``expected`` (a founding member checking the first
-    commit; a member added to the manifest since the creation only checks the keys it registers).
+    ``expected`` is the creation this node would write (:meth:`GenesisFacts.creation`): it registers the
+    manifest's founding members with their keys. Entry 0 must be the creation by ``founder``'s coordinator
+    name, signed with the key of ``founder``, a founding member; state the facts of ``expected``; and register
+    exactly the founding members, each with its manifest key (in any order).
 
     Raises
     ------
     BlockRefused
-        Naming the first field that differs.
+        Naming the first field that differs (the missing or extra members by name).
     """
     entry = first.entry
     if entry.author != coordinator_name(founder) or not isinstance(entry.body, FederationCreated):
         raise BlockRefused(f"entry 0 must create the federation as {coordinator_name(founder)}")
-    if manifest.get(founder) != entry.key:
+    founders = {m.name: m.key for m in expected.members}
+    if founder not in founders:
+        raise BlockRefused(f"entry 0 is created by {founder}, who is not a founding member (since 1) of the manifest")
+    if founders[founder] != entry.key:
         raise BlockRefused(f"entry 0 is not signed with {founder}'s key from the manifest")
     body = entry.body
     for name in ("spec_digest", "strategy", "initial_model", "quorum", "keys"):
         if getattr(body, name) != getattr(expected, name):
             raise BlockRefused(f"entry 0 states {name} {getattr(body, name)!r}, this node {getattr(expected, name)!r}")
-    for member in body.members:
-        if member.name in manifest and manifest[member.name] != member.key:
-            raise BlockRefused(f"entry 0 registers another key for {member.name} than the manifest's")
-    if strict and body.members != expected.members:
-        raise BlockRefused("entry 0 does not register exactly the manifest's members")
+    registered = {m.name: m.key for m in body.members}  # a name listed twice does not parse
+    missing = sorted(founders.keys() - registered.keys())
+    if missing:
+        raise BlockRefused(f"entry 0 does not register the founding members {missing} of the manifest")
+    extra = sorted(registered.keys() - founders.keys())
+    if extra:
+        raise BlockRefused(f"entry 0 registers {extra}, who are not founding members (since 1) of the manifest")
+    for name in sorted(registered):
+        if registered[name] != founders[name]:
+            raise BlockRefused(f"entry 0 registers another key for {name} than the manifest's")
 
 
 def config_digest(spec: Spec) -> str:
@@ -132,21 +151,28 @@ def update_norm(data: bytes | bytearray) -> float:
 
 @dataclass(frozen=True, slots=True)
 class GenesisFacts:
-    """What every node knows the ledger's first entry must say, from the spec (the members are the
-    manifest's when the entry is written)."""
+    """What every node knows the ledger's first entry must say: the spec's facts, and the founding members
+    with their keys (the manifest's members with ``since == 1``, revoked or not, which never change)."""
 
     spec_digest: str
     population: int
     strategy: str
     initial_model: str
     config_digest: str
+    founders: tuple[MemberKey, ...]
 
-    def body(self, members: Sequence[MemberKey]) -> FederationCreated:
-        """The ``federation_created`` body registering ``members`` (provisioned keys, quorum more than 2/3)."""
+    def founder_keys(self) -> dict[str, bytes]:
+        """The founding members' keys by name."""
+        return {m.name: m.key for m in self.founders}
+
+    def creation(self, member_id: Callable[[str], int]) -> FederationCreated:
+        """The ``federation_created`` body: the founding members in member-id order (:func:`member_order`),
+        provisioned keys, quorum more than 2/3."""
+        keys = self.founder_keys()
         return FederationCreated(
             spec_digest=self.spec_digest,
             population=self.population,
-            members=tuple(members),
+            members=tuple(MemberKey(name, keys[name]) for name in member_order(keys, member_id)),
             strategy=self.strategy,
             initial_model=self.initial_model,
             keys="provisioned",

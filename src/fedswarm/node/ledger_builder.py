@@ -102,10 +102,11 @@ class BlockBuilder:
         )  # fmt: skip
         size, registered = self._registered()
         items: list[SignedEntry] = []
-        if size == 0:
-            items.append(self._sign(0, coordinator_name(link.me), link.creation()))
-        else:
-            items.extend(self._admissions(size, [*opened.selected, link.me], registered, ask))
+        if size == 0:  # the creation registers the founding members; members added since are admitted after it
+            creation = link.creation()
+            items.append(self._sign(0, coordinator_name(link.me), creation))
+            registered = {m.name: m.key for m in creation.members}
+        items.extend(self._admissions(size + len(items), [*opened.selected, link.me], registered, ask))
         items.append(self._sign(size + len(items), link.me, opened))
         positions = assign_positions(
             {n: i.entry.seq for n, i in statements.items()}, start=size + len(items), order=link.member_id
@@ -145,8 +146,8 @@ class BlockBuilder:
                 raise BlockRefused(f"{name} takes part but is not listed in the manifest")
         bodies = [MemberAdmitted(n, manifest[n], "listed in the manifest") for n in new]
         if link.me in registered:  # the founding member admits as the coordinator (its key), as in simulation
-            founder = link.coordinator is not None and link.coordinator.member == link.me
-            author = link.coordinator.name if founder and link.coordinator is not None else link.me
+            founder = link.coordinator is None or link.coordinator.member == link.me  # None: this block creates it
+            author = coordinator_name(link.me) if founder else link.me
             return [self._sign(size + i, author, body) for i, body in enumerate(bodies)]
         problems = []
         for admitter in member_order([n for n in taking_part if n in registered], link.member_id):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from fedswarm.codec import tensors as tensor_codec
 from fedswarm.core.errors import FedswarmError, VerificationError
+from fedswarm.ledger.entries import MemberKey
 from fedswarm.node.ledger_block import GenesisFacts, config_digest
 from fedswarm.node.ledger_peers import LedgerPeers
 from fedswarm.node.ledgerlink import LedgerLink, parse_records
@@ -58,6 +59,7 @@ class NodeLedger:
             strategy=spec.strategy.name,
             initial_model=tensor_codec.digest(node.world.initial),
             config_digest=config_digest(spec),
+            founders=tuple(MemberKey(e.name, e.verify_key().raw) for e in manifest.founders),
         )
         every, rounds = spec.ledger.checkpoint_every, spec.federation.rounds
         self.link = LedgerLink(

@@ -145,8 +145,8 @@ def catch_up(link: LedgerLink, items: Sequence[SignedEntry]) -> None:
         replica = link.replica
         if replica is None:
             first = items[0]
-            founder = check_founder(first.entry, link.keys())
-            check_creation(first, founder, manifest=link.keys(), expected=link.creation(), strict=False)
+            founder = check_founder(first.entry, link.genesis.founder_keys())
+            check_creation(first, founder, expected=link.creation())
             replica = link.install(first.entry)
         replica.extend(items, signatures_checked=True)
 

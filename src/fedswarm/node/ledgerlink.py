@@ -52,7 +52,6 @@ from fedswarm.ledger.entries import (
     EntryError,
     FederationCreated,
     MemberAdmitted,
-    MemberKey,
     SignedEntry,
 )
 from fedswarm.ledger.merkle import leaf_hash, root_from_hashes
@@ -61,7 +60,7 @@ from fedswarm.ledger.roundblock import BlockRefused, CommitFacts, DeclaredUpdate
 from fedswarm.ledger.state import LedgerState
 from fedswarm.ledger.store import DB_NAME, LedgerStore
 from fedswarm.ledger.witness import Coordinator
-from fedswarm.node.ledger_block import COORDINATOR_PREFIX, GenesisFacts, check_creation, check_founder, member_order
+from fedswarm.node.ledger_block import COORDINATOR_PREFIX, GenesisFacts, check_creation, check_founder
 from fedswarm.node.ledger_builder import BlockBuilder
 from fedswarm.node.ledger_statements import Statements
 from fedswarm.node.ledger_witness import NodeWitness
@@ -104,7 +103,7 @@ class LedgerLink:
     federation
         The federation id every entry and head carries (the manifest's).
     genesis
-        What the first entry must say, from the spec (it registers the manifest's members, :meth:`creation`).
+        What the first entry must say, from the spec and the manifest's founding members (:meth:`creation`).
     keys
         The manifest's members and their public keys, now.
     member_id
@@ -237,7 +236,7 @@ class LedgerLink:
             return
         try:
             first = store.entry(0).entry
-            check_founder(first, self.keys())
+            check_founder(first, self.genesis.founder_keys())
             self.install(first)
         except (VerificationError, EntryError) as exc:
             self.raise_alarm(VerificationError(f"LEDGER ALTERED: {self.folder} does not replay: {exc}"))
@@ -252,9 +251,8 @@ class LedgerLink:
         return self.replica
 
     def creation(self) -> FederationCreated:
-        """The ``federation_created`` this node expects (or writes): the spec's facts, the manifest's members."""
-        keys = self.keys()
-        return self.genesis.body([MemberKey(n, keys[n]) for n in member_order(keys, self.member_id)])
+        """The ``federation_created`` this node expects (or writes): the spec's facts, the founding members."""
+        return self.genesis.creation(self.member_id)
 
     def state(self) -> LedgerState | None:
         """The federation as the local log describes it (``None`` before the first entry).
@@ -317,8 +315,7 @@ class LedgerLink:
         if first > size:
             raise BlockRefused(f"round {rnd}: its entries start at {first}, this ledger has {size} (catching up)")
         if first == 0:
-            founding = any(m.name == self.me for m in getattr(items[0].entry.body, "members", ()))
-            check_creation(items[0], leader, manifest=self.keys(), expected=self.creation(), strict=founding)
+            check_creation(items[0], leader, expected=self.creation())
         elif self.replica is None:
             raise BlockRefused(f"round {rnd}: this ledger does not replay, it cannot take entries")
         coordinator = items[0].entry.author if first == 0 or self.coordinator is None else self.coordinator.name
@@ -350,9 +347,15 @@ class LedgerLink:
             config = getattr(body, "config_digest", None)
             if config is not None and config != self.genesis.config_digest:
                 raise BlockRefused(f"entry {item.entry.seq}: the round was run with another configuration")
-            if isinstance(body, MemberAdmitted) and manifest.get(body.member) != body.key:
+            if not isinstance(body, MemberAdmitted):
+                continue
+            if manifest.get(body.member) != body.key:
                 raise BlockRefused(
                     f"entry {item.entry.seq}: admits {body.member} with a key that this node's manifest does not list"
+                )
+            if body.member in self.genesis.founder_keys():
+                raise BlockRefused(
+                    f"entry {item.entry.seq}: admits {body.member}, a founding member registered by the creation"
                 )
 
     def verify(self, items: Sequence[SignedEntry]) -> None:

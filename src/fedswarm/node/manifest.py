@@ -1,11 +1,19 @@
 """The federation manifest: who the members are, how to reach them, and the CA's signature over it.
 
 The **manifest** lists the federation (id, name, creation time, revision ``version``, CA fingerprint),
-every member (name, role, ``host:port`` address, TLS certificate fingerprint, Ed25519 public key), the
-names of revoked members and, when the federation aggregates with CKKS, the CKKS parameters and the
-SHA-256 digests of the public and secret contexts that provisioning generated (:class:`CKKSKeys`). The
-CA signs its canonical encoding (:mod:`fedswarm.codec.canonical`) under the context
-``fedswarm.manifest.v1``.
+every member (name, role, ``host:port`` address, TLS certificate fingerprint, Ed25519 public key, and
+``since``: the revision that added it), the revoked members (their entries as they were, ``since``
+included) and, when the federation aggregates with CKKS, the CKKS parameters and the SHA-256 digests of
+the public and secret contexts that provisioning generated (:class:`CKKSKeys`). The CA signs its
+canonical encoding (:mod:`fedswarm.codec.canonical`) under the context ``fedswarm.manifest.v1``.
+
+**Founding members.** Provisioning writes revision 1 with ``since = 1`` for every member; a member added
+later gets the revision that adds it (``since > 1``), and a revoked member keeps its entry under
+``revoked``. So every manifest, however late, names the founding members (:attr:`Manifest.founders`: those
+with ``since == 1``, revoked or not) and their keys: what the ledger's first entry must register
+(:func:`fedswarm.node.ledger_block.check_creation`). A manifest without ``since`` (format
+``fedswarm.manifest/1``, written before members recorded it) is refused with that reason: provision the
+federation again.
 
 How an edited manifest is named, honestly. A signature can only say "these bytes were not signed". So
 ``manifest.sig`` is a *signed envelope* (:class:`~fedswarm.node.signed_manifest.SignedManifest`) that embeds
@@ -48,7 +56,9 @@ __all__ = [
 Role = Literal["member", "aggregator"]
 
 MANIFEST_CONTEXT = "fedswarm.manifest.v1"
-_MANIFEST_FORMAT = "fedswarm.manifest/1"
+_MANIFEST_FORMAT = "fedswarm.manifest/2"
+_FORMAT_BEFORE_SINCE = "fedswarm.manifest/1"
+_ENTRY_FIELDS = frozenset({"address", "name", "role", "signing_key", "since", "tls_fingerprint"})
 MANIFEST_FILE, SIGNATURE_FILE, CA_DIR = "manifest.json", "manifest.sig", "ca"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -153,25 +163,27 @@ class MemberSpec:
 
 @dataclass(frozen=True)
 class MemberEntry:
-    """A member as the manifest lists it."""
+    """A member as the manifest lists it; ``since`` is the manifest revision that added it (1: a founder)."""
 
     name: str
     role: Role
     address: str
     tls_fingerprint: str
     signing_key: str
+    since: int
 
     def verify_key(self) -> VerifyKey:
         """The member's Ed25519 public key."""
         return VerifyKey.from_hex(self.signing_key)
 
-    def to_value(self) -> dict[str, str]:
+    def to_value(self) -> dict[str, str | int]:
         """Canonical value (a JSON object)."""
         return {
             "address": self.address,
             "name": self.name,
             "role": self.role,
             "signing_key": self.signing_key,
+            "since": self.since,
             "tls_fingerprint": self.tls_fingerprint,
         }
 
@@ -228,10 +240,11 @@ class Manifest:
     """The CA-signed description of the federation.
 
     ``version`` is the manifest's revision: provisioning writes 1 and every :func:`add_member` or
-    :func:`revoke_member` increments it, so a node can refuse to roll back to an older manifest.
-    ``revoked`` keeps the names of revoked members, which are never reused. ``ckks`` describes the
-    CKKS keys of a federation provisioned with ``privacy.secure_aggregation = "ckks"`` (absent
-    otherwise, and then absent from the signed value too); it never changes after provisioning.
+    :func:`revoke_member` increments it, so a node can refuse to roll back to an older manifest. Each
+    member's ``since`` is the revision that added it (1 for the founding members). ``revoked`` keeps the
+    entries of revoked members as they were (``since`` included); their names are never reused. ``ckks``
+    describes the CKKS keys of a federation provisioned with ``privacy.secure_aggregation = "ckks"``
+    (absent otherwise, and then absent from the signed value too); it never changes after provisioning.
     """
 
     federation_id: str
@@ -240,7 +253,7 @@ class Manifest:
     version: int
     ca_fingerprint: str
     members: tuple[MemberEntry, ...]
-    revoked: tuple[str, ...] = ()
+    revoked: tuple[MemberEntry, ...] = ()
     ckks: CKKSKeys | None = None
 
     def member(self, name: str) -> MemberEntry:
@@ -254,14 +267,24 @@ class Manifest:
         for entry in self.members:
             if entry.name == name:
                 return entry
-        if name in self.revoked:
+        if name in self.revoked_names:
             raise VerificationError(f"manifest version {self.version}: member {name!r} was revoked")
         raise VerificationError(f"manifest version {self.version}: {name!r} is not a member")
 
     @property
+    def revoked_names(self) -> frozenset[str]:
+        """Names of the revoked members."""
+        return frozenset(e.name for e in self.revoked)
+
+    @property
     def names(self) -> frozenset[str]:
         """Names of current and revoked members (none of them can be issued again)."""
-        return frozenset(e.name for e in self.members) | frozenset(self.revoked)
+        return frozenset(e.name for e in self.members) | self.revoked_names
+
+    @property
+    def founders(self) -> tuple[MemberEntry, ...]:
+        """The founding members (``since == 1``), revoked or not, by name: whom the ledger's entry 0 registers."""
+        return tuple(sorted((e for e in (*self.members, *self.revoked) if e.since == 1), key=lambda e: e.name))
 
     def to_value(self) -> dict[str, Any]:
         """Canonical value: what the CA signs."""
@@ -272,7 +295,7 @@ class Manifest:
             "federation_name": self.federation_name,
             "format": _MANIFEST_FORMAT,
             "members": [entry.to_value() for entry in self.members],
-            "revoked": list(self.revoked),
+            "revoked": [entry.to_value() for entry in self.revoked],
             "version": self.version,
         }
         if self.ckks is not None:
@@ -319,6 +342,12 @@ def _parse_manifest(value: object, problems: list[str]) -> Manifest | None:
         missing, extra = sorted(fields - set(value)), sorted(set(value) - fields - {"ckks"})
         problems.append(f"missing fields {missing}" if missing else f"unexpected fields {extra}")
         return None
+    if value["format"] == _FORMAT_BEFORE_SINCE:
+        problems.append(
+            f"format: {_FORMAT_BEFORE_SINCE!r} was written before members recorded 'since' (the manifest "
+            f"revision that added each member, {_MANIFEST_FORMAT!r}); provision the federation again"
+        )
+        return None
     ckks = _parse_ckks(value["ckks"], problems) if "ckks" in value else None
     if value["format"] != _MANIFEST_FORMAT:
         problems.append(f"format: {value['format']!r}, expected {_MANIFEST_FORMAT!r}")
@@ -330,28 +359,20 @@ def _parse_manifest(value: object, problems: list[str]) -> Manifest | None:
     version = value["version"]
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         problems.append(f"version: {version!r} must be a positive integer")
-    members: list[MemberEntry] = []
-    raw_members = value["members"]
-    if not isinstance(raw_members, list):
-        problems.append("members: must be a list")
-        raw_members = []
-    for i, raw in enumerate(raw_members):
-        entry = _parse_entry(raw, f"members[{i}]", problems)
-        if entry is not None:
-            members.append(entry)
-    revoked = value["revoked"]
-    if not isinstance(revoked, list) or not all(isinstance(n, str) for n in revoked):
-        problems.append("revoked: must be a list of names")
-        revoked = []
+        version = None
+    members = _parse_entries(value, "members", version, problems)
+    revoked = _parse_entries(value, "revoked", version, problems)
+    everyone = (*members, *revoked)
     for attribute in ("name", "tls_fingerprint", "signing_key"):
-        seen = [getattr(e, attribute) for e in members]
+        seen = [getattr(e, attribute) for e in everyone]
         if len(set(seen)) != len(seen):
-            problems.append(f"members: duplicate {attribute}")
-    if [e.name for e in members] != sorted(e.name for e in members) or revoked != sorted(revoked):
-        problems.append("members and revoked must be sorted by name")
-    if set(revoked) & {e.name for e in members}:
-        problems.append(f"revoked: {sorted(set(revoked) & {e.name for e in members})} are also members")
-    if problems:
+            problems.append(f"members and revoked: duplicate {attribute}")
+    for field, entries in (("members", members), ("revoked", revoked)):
+        if [e.name for e in entries] != sorted(e.name for e in entries):
+            problems.append(f"{field}: must be sorted by name")
+    if everyone and not any(e.since == 1 for e in everyone):
+        problems.append("members: no member has since 1 (the founding members provisioning listed)")
+    if problems or version is None:
         return None
     return Manifest(
         federation_id=value["federation_id"],
@@ -359,16 +380,38 @@ def _parse_manifest(value: object, problems: list[str]) -> Manifest | None:
         created=value["created"],
         version=version,
         ca_fingerprint=value["ca_fingerprint"],
-        members=tuple(members),
-        revoked=tuple(revoked),
+        members=members,
+        revoked=revoked,
         ckks=ckks,
     )
 
 
-def _parse_entry(raw: object, path: str, problems: list[str]) -> MemberEntry | None:
-    fields = {"address", "name", "role", "signing_key", "tls_fingerprint"}
-    if not isinstance(raw, dict) or set(raw) != fields:
-        problems.append(f"{path}: must be an object with exactly the fields {sorted(fields)}")
+def _parse_entries(
+    value: dict[str, Any], field: str, version: int | None, problems: list[str]
+) -> tuple[MemberEntry, ...]:
+    """The member entries under ``field`` (``members`` or ``revoked``); problems named ``field[name].key``."""
+    raw_entries = value[field]
+    if not isinstance(raw_entries, list):
+        problems.append(f"{field}: must be a list of member entries")
+        return ()
+    out = []
+    for i, raw in enumerate(raw_entries):
+        name = raw.get("name") if isinstance(raw, dict) else None
+        path = f"{field}[{name}]" if isinstance(name, str) and _NAME.match(name) else f"{field}[{i}]"
+        entry = _parse_entry(raw, path, version, problems)
+        if entry is not None:
+            out.append(entry)
+    return tuple(out)
+
+
+def _parse_entry(raw: object, path: str, version: int | None, problems: list[str]) -> MemberEntry | None:
+    if not isinstance(raw, dict):
+        problems.append(f"{path}: must be an object with the fields {sorted(_ENTRY_FIELDS)}")
+        return None
+    if set(raw) != _ENTRY_FIELDS:
+        missing, extra = sorted(_ENTRY_FIELDS - set(raw)), sorted(set(raw) - _ENTRY_FIELDS)
+        problems.extend(f"{path}.{key}: missing" for key in missing)
+        problems.extend(f"{path}.{key}: unexpected field" for key in extra)
         return None
     before = len(problems)
     name_problem = _name_problem(raw["name"])
@@ -382,9 +425,14 @@ def _parse_entry(raw: object, path: str, problems: list[str]) -> MemberEntry | N
         problems.append(f"{path}.address: {exc}")
     _expect(raw, "tls_fingerprint", _HEX64, problems, path)
     _expect(raw, "signing_key", _HEX64, problems, path)
+    since = raw["since"]
+    if not isinstance(since, int) or isinstance(since, bool) or since < 1:
+        problems.append(f"{path}.since: {since!r} must be a positive integer (the manifest revision that added it)")
+    elif version is not None and since > version:
+        problems.append(f"{path}.since: {since} is later than the manifest's version {version}")
     if len(problems) > before:
         return None
-    return MemberEntry(raw["name"], raw["role"], raw["address"], raw["tls_fingerprint"], raw["signing_key"])
+    return MemberEntry(raw["name"], raw["role"], raw["address"], raw["tls_fingerprint"], raw["signing_key"], since)
 
 
 def _expect(value: dict[str, Any], key: str, pattern: re.Pattern[str], problems: list[str], path: str = "") -> None:

@@ -32,9 +32,20 @@ class SignedManifest:
 
     @classmethod
     def sign(cls, manifest: Manifest, ca: pki.CertificateAuthority) -> SignedManifest:
-        """Sign ``manifest`` with the CA key."""
+        """Sign ``manifest`` with the CA key.
+
+        Raises
+        ------
+        ConfigurationError
+            ``manifest`` names another CA, or is one that every node would refuse (checked as
+            :meth:`Manifest.from_value` checks it, e.g. a member's ``since`` later than ``version``).
+        """
         if manifest.ca_fingerprint != ca.certificate.fingerprint:
             raise ConfigurationError("manifest.ca_fingerprint: does not match the signing CA's certificate")
+        try:
+            Manifest.from_value(manifest.to_value(), source="manifest to sign")
+        except VerificationError as exc:
+            raise ConfigurationError(str(exc)) from None
         return cls(manifest, pki.sign_document(ca, manifest.canonical_bytes(), context=MANIFEST_CONTEXT))
 
     def to_bytes(self) -> bytes:
@@ -108,16 +119,16 @@ def _describe_changes(signed: Any, edited: Any, path: str = "") -> list[str]:
             else:
                 changes.extend(_describe_changes(signed[key], edited[key], sub))
         return changes
-    if path == "members" and isinstance(signed, list) and isinstance(edited, list):
+    if path in ("members", "revoked") and isinstance(signed, list) and isinstance(edited, list):
         by_name = {m["name"]: m for m in signed if isinstance(m, dict) and "name" in m}
         edited_by_name = {m.get("name"): m for m in edited if isinstance(m, dict)}
-        changes = [f"members[{n}]: removed" for n in by_name if n not in edited_by_name]
-        changes += [f"members[{n}]: added, not in the signed manifest" for n in edited_by_name if n not in by_name]
+        changes = [f"{path}[{n}]: removed" for n in by_name if n not in edited_by_name]
+        changes += [f"{path}[{n}]: added, not in the signed manifest" for n in edited_by_name if n not in by_name]
         for name, member in by_name.items():
             if name in edited_by_name:
-                changes.extend(_describe_changes(member, edited_by_name[name], f"members[{name}]"))
+                changes.extend(_describe_changes(member, edited_by_name[name], f"{path}[{name}]"))
         if not changes and signed != edited:
-            changes.append("members: reordered")
+            changes.append(f"{path}: reordered")
         return changes
     if type(signed) is not type(edited) or signed != edited:
         return [f"{label}: signed {_short(signed)}, {MANIFEST_FILE} has {_short(edited)}"]

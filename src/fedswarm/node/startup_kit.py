@@ -360,8 +360,9 @@ def update_kit(directory: Path, publication: Publication, *, now: dt.datetime | 
     ------
     VerificationError
         The publication's CA differs from the kit's, its signatures do not verify, it is not newer than
-        what is installed (a lower manifest version or CRL number: a rollback), or it lists other CKKS
-        keys than the installed manifest (the kit's contexts would no longer verify).
+        what is installed (a lower manifest version or CRL number: a rollback), it lists other CKKS
+        keys than the installed manifest (the kit's contexts would no longer verify), or it rewrites the
+        history of the members (see :func:`_check_members_kept`).
     """
     directory = Path(directory)
     moment = utc_now(now)
@@ -393,4 +394,26 @@ def update_kit(directory: Path, publication: Publication, *, now: dt.datetime | 
             "publication: its manifest lists other CKKS keys than the installed one (ckks changed); the kit's "
             "CKKS contexts would no longer verify"
         )
+    _check_members_kept(current.manifest, incoming.manifest)
     write_publication(directory, incoming, publication.crl)
+
+
+def _check_members_kept(current: Manifest, incoming: Manifest) -> None:
+    """A newer manifest keeps every member of the installed one, current or revoked, with its signing key and
+    ``since`` (so the founding members never change), and never lists a revoked member again."""
+    listed = {e.name: e for e in (*incoming.members, *incoming.revoked)}
+    for entry in (*current.members, *current.revoked):
+        kept = listed.get(entry.name)
+        if kept is None:
+            raise VerificationError(
+                f"publication: its manifest drops member {entry.name!r} (neither listed nor revoked)"
+            )
+        for attribute in ("signing_key", "since"):
+            if getattr(kept, attribute) != getattr(entry, attribute):
+                raise VerificationError(
+                    f"publication: members[{entry.name}].{attribute} is {getattr(kept, attribute)!r}, the "
+                    f"installed manifest has {getattr(entry, attribute)!r}"
+                )
+    revived = sorted(current.revoked_names & {e.name for e in incoming.members})
+    if revived:
+        raise VerificationError(f"publication: its manifest lists the revoked members {revived} again")

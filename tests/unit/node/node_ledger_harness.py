@@ -14,6 +14,7 @@ from fedswarm.codec import tensors
 from fedswarm.core.errors import VerificationError
 from fedswarm.core.parameters import Parameters
 from fedswarm.crypto.signing import SigningKey
+from fedswarm.ledger.entries import MemberKey
 from fedswarm.ledger.store import LedgerStore
 from fedswarm.node.ledger_block import GenesisFacts
 from fedswarm.node.ledger_peers import sign_asked
@@ -71,6 +72,7 @@ class Federation:
             strategy="fedavg",
             initial_model=sha256_hex(INITIAL),
             config_digest="22" * 32,
+            founders=tuple(MemberKey(n, key) for n, key in self.manifest.items()),
         )
         self.retain = retain
         self.nodes: dict[str, Node] = {}

@@ -305,12 +305,15 @@ def test_missing_password_is_named(out: Path) -> None:
 
 def test_revoked_member_is_refused_and_others_continue(out: Path) -> None:
     serial = pki.Certificate.load(out / "bank-b" / "tls.pem").serial
+    out_entry = kits.load_kit(out / "bank-b", now=NOW).entry
     publication = kits.revoke_member(out, "bank-b", ca_password=b"operator secret", now=NOW)
     assert publication.crl.revoked_serials == {serial}
     assert publication.crl.number == 2
     assert publication.manifest.manifest.version == 2
     assert [e.name for e in publication.manifest.manifest.members] == ["aggregator", "bank-c"]
-    assert publication.manifest.manifest.revoked == ("bank-b",)
+    revoked = publication.manifest.manifest.revoked
+    assert [(e.name, e.since) for e in revoked] == [("bank-b", 1)]  # its entry, unchanged, under revoked
+    assert revoked[0] == out_entry
     for name in ("aggregator", "bank-b"):
         kits.update_kit(out / name, publication, now=NOW)
     with pytest.raises(VerificationError, match=f"revoked \\(serial {serial:x}\\)"):
