@@ -206,3 +206,23 @@ def test_each_node_verifies_each_signature_once(fed: Federation, monkeypatch: py
     repeated = {k: n for k, n in seen.items() if n > 1 and k != signer}  # the store checks the signer's once more
     assert repeated == {}
     assert sum(seen.values()) <= len(entries) - 1 + len(checkpoint.cosignatures) + 1
+
+
+def test_a_member_added_before_the_first_round_is_admitted_right_after_the_creation(fed: Federation) -> None:
+    fed.admit_to_manifest(NEW)
+    fed.start(NEW)
+    five = (*FOUR, NEW)
+    fed.rounds([(FOUNDER, five)])
+    entries = _entries(fed, NEW)
+    assert [e.kind for e in entries[:3]] == ["federation_created", "member_admitted", "round_opened"]
+    created, admitted = entries[0].body, entries[1].body
+    assert [m.name for m in created.members] == list(FOUR)  # type: ignore[union-attr]  only the founders
+    assert (entries[1].author, admitted.member, admitted.key) == (  # type: ignore[union-attr]
+        f"coordinator@{FOUNDER}",
+        NEW,
+        fed.manifest[NEW],
+    )
+    assert len({fed.nodes[n].link.root() for n in five}) == 1
+    fed.close()
+    for name in five:
+        verify_ledger(fed.nodes[name].link.folder)
