@@ -50,7 +50,7 @@ class NodeLedger:
 
     def __init__(self, node: NodeDaemon) -> None:
         self.node = node
-        self._manifest_keys: tuple[Manifest, dict[str, bytes]] | None = None
+        self._manifest_keys: tuple[Manifest, dict[str, bytes], dict[str, bytes]] | None = None
         spec = node.spec
         manifest = node.kit.manifest
         genesis = GenesisFacts(
@@ -74,6 +74,7 @@ class NodeLedger:
             due=lambda rnd: rnd % every == 0 or rnd >= rounds or node.stopped_early is not None,
             retain=spec.ledger.retain_updates,
             on_alarm=self._on_alarm,
+            revoked_keys=self._revoked_keys,
         )
         self.peers = LedgerPeers(
             self.link, node.network, peers=lambda: [n for n in sorted(node.roster.current) if n != node.me]
@@ -82,12 +83,23 @@ class NodeLedger:
         node.network.on_ack = self._on_ack
 
     def _keys(self) -> Mapping[str, bytes]:
-        """The manifest's members and keys (parsed once per manifest: a reloaded kit brings a new one)."""
+        """The manifest's current members and their keys."""
+        return self._parsed_keys()[1]
+
+    def _revoked_keys(self) -> Mapping[str, bytes]:
+        """The manifest's revoked members and the keys they were listed with (they may have been admitted)."""
+        return self._parsed_keys()[2]
+
+    def _parsed_keys(self) -> tuple[Manifest, dict[str, bytes], dict[str, bytes]]:
+        """The manifest, its current and its revoked members' keys (parsed once per manifest: a reloaded kit
+        brings a new one)."""
         manifest = self.node.kit.manifest
         cached = self._manifest_keys
         if cached is None or cached[0] is not manifest:
-            cached = self._manifest_keys = (manifest, {e.name: e.verify_key().raw for e in manifest.members})
-        return cached[1]
+            current = {e.name: e.verify_key().raw for e in manifest.members}
+            revoked = {e.name: e.verify_key().raw for e in manifest.revoked}
+            cached = self._manifest_keys = (manifest, current, revoked)
+        return cached
 
     def _on_alarm(self, alarm: VerificationError) -> None:
         self.node.set_error(str(alarm))

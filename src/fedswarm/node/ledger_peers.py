@@ -198,7 +198,7 @@ class LedgerPeers:
             items = parse_records(records, f"records from {peer}")
             for digest in self.link.run(lambda: missing_models(self.link, items)):  # noqa: B023 (run at once)
                 self._fetch_object(peer, digest)
-            catch_up(self.link, items)
+            catch_up(self.link, items, peer=peer)
             log.info("ledger: appended entries %d..%d from %s", size, size + len(records) - 1, peer)
             if size + len(records) >= reply.size:
                 self._check(peer, request, reply)

@@ -124,15 +124,31 @@ def missing_models(link: LedgerLink, records: Sequence[SignedEntry]) -> list[str
     return out
 
 
-def catch_up(link: LedgerLink, items: Sequence[SignedEntry]) -> None:
+def catch_up(link: LedgerLink, items: Sequence[SignedEntry], *, peer: str | None = None) -> None:
     """Append records a peer sent (``items``: parsed; the models they name must be stored first).
+
+    The records are checked as a commit's entries are: their signatures (in one batch), the admissions
+    against this node's manifest (:meth:`~fedswarm.node.ledgerlink.LedgerLink.check_admissions`), entry 0
+    against the founding members, and the rules of the history; the replica writes them in one transaction
+    only if every record passes.
+
+    Parameters
+    ----------
+    link
+        This node's replica.
+    items
+        The peer's records from this ledger's size on.
+    peer
+        Who sent them, named in a refusal (``None``: "a peer").
 
     Raises
     ------
     VerificationError
-        A record is bad or a model it names is missing (nothing is written).
+        A record is bad or a model it names is missing (an admission refused names the entry, the member and
+        ``peer``); nothing is written.
     """
     link.check_running()
+    source = f"from {peer}" if peer is not None else "from a peer"
 
     def run() -> None:
         if not items:
@@ -141,13 +157,19 @@ def catch_up(link: LedgerLink, items: Sequence[SignedEntry]) -> None:
             raise VerificationError(f"records from {items[0].entry.seq} on do not continue this ledger")
         for digest in missing_models(link, items):
             raise VerificationError(f"model {digest[:16]} named by the records is missing")
+        link.check_admissions(items, source=source)
         link.verify(items)
         replica = link.replica
-        if replica is None:
-            first = items[0]
-            founder = check_founder(first.entry, link.genesis.founder_keys())
-            check_creation(first, founder, expected=link.creation())
-            replica = link.install(first.entry)
-        replica.extend(items, signatures_checked=True)
+        if replica is not None:
+            replica.extend(items, signatures_checked=True)
+            return
+        first = items[0]
+        founder = check_founder(first.entry, link.genesis.founder_keys())
+        check_creation(first, founder, expected=link.creation())
+        try:
+            link.install(first.entry).extend(items, signatures_checked=True)
+        except VerificationError:
+            link.replica = link.coordinator = None  # nothing was written: the ledger is still empty
+            raise
 
     link.run(run)

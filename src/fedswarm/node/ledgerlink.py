@@ -19,10 +19,16 @@ This module keeps what they share, and the writes:
   round's model (and, with ``ledger.retain_updates``, the updates this node holds) are stored beside them
   and the entries are appended in one transaction, before the node adopts the commit. The node then
   cosigns its new tree head.
-* **catching up** (:func:`fedswarm.node.ledger_views.catch_up`): records a peer sent, checked the same way.
+* **catching up** (:func:`fedswarm.node.ledger_views.catch_up`): records a peer sent, checked the same way
+  (the same admission rule, :meth:`LedgerLink.check_admissions`).
 * **the alarm**: any sign of two histories (a peer's log or cosigned head that contradicts this one, a
   final checkpoint that does not describe it) or a local log whose records no longer hash to its tree
   halts the replica; the node refuses commits, assignments and leading from then on and exits non-zero.
+
+**Admissions.** A ``member_admitted`` entry, adopted or caught up, must name a member the manifest lists
+with that key, current or revoked (a member revoked since was admitted legitimately before), and not a
+founding member: the creation registers those (``since == 1``), so the members it may admit are exactly
+the listed ones with ``since > 1``.
 
 **Each signature is checked once.** Entries a node built itself (a leader's block) are neither parsed nor
 verified again when it adopts them; a member does not verify its own statement; the signatures of a
@@ -106,6 +112,9 @@ class LedgerLink:
         What the first entry must say, from the spec and the manifest's founding members (:meth:`creation`).
     keys
         The manifest's members and their public keys, now.
+    revoked_keys
+        The manifest's revoked members and the keys they were listed with, now (admissions of them before
+        they were revoked are valid history); none when omitted.
     member_id
         A member's id (the order of update entries).
     blobs
@@ -133,6 +142,7 @@ class LedgerLink:
         due: Callable[[int], bool],
         retain: bool,
         on_alarm: Callable[[VerificationError], None],
+        revoked_keys: Callable[[], Mapping[str, bytes]] | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.me = me
@@ -141,6 +151,7 @@ class LedgerLink:
         self.federation = federation
         self.genesis = genesis
         self.keys = keys
+        self.revoked_keys = revoked_keys
         self.member_id = member_id
         self.lock = threading.Condition()
         self.replica: Replica | None = None
@@ -323,39 +334,62 @@ class LedgerLink:
         facts = CommitFacts(rnd, leader, body.previous_digest, body.model_digest, updates, coordinator, first == 0)
         check_round_block(items, facts)
         if not built:
-            self._check_against_manifest(items)
+            self._check_against_manifest(items, leader)
             self.verify(items)
         checkpoint = bytes(body.checkpoint)
         if checkpoint and any(isinstance(i.entry.body, MemberAdmitted) for i in items):
             self.witness.take(checkpoint, source=leader)  # counted among the members registered at its size
             checkpoint = b""
         self._store_objects(items, body)
+        installed = self.replica is None
         replica = self.replica or self.install(items[0].entry)
         inputs = [i.update_digest for i in body.inputs if i.accepted and i.update_digest]
         store.append_many((), objects=self.statements.retained(rnd, inputs))  # objects first
-        replica.extend(items, signatures_checked=True)
+        try:
+            replica.extend(items, signatures_checked=True)
+        except VerificationError:
+            if installed:  # nothing was written: the ledger is still empty, entry 0 is checked again next time
+                self.replica = self.coordinator = None
+            raise
         self.witness.appended(TreeHead(self.federation, store.size, store.root(), int(envelope.timestamp_ms)), rnd)
         self.statements.forget(rnd)
         if checkpoint:  # after the entries: the commit is adopted at once, the checkpoint checked next
             self.submit(lambda: self.witness.take(checkpoint, source=leader))
 
-    def _check_against_manifest(self, items: Sequence[SignedEntry]) -> None:
+    def _check_against_manifest(self, items: Sequence[SignedEntry], leader: str) -> None:
         """The round's configuration is this node's, and every admitted member is the manifest's."""
-        manifest = self.keys()
         for item in items:
-            body = item.entry.body
-            config = getattr(body, "config_digest", None)
+            config = getattr(item.entry.body, "config_digest", None)
             if config is not None and config != self.genesis.config_digest:
                 raise BlockRefused(f"entry {item.entry.seq}: the round was run with another configuration")
+        self.check_admissions(items, source=f"in the commit by {leader}")
+
+    def check_admissions(self, items: Sequence[SignedEntry], *, source: str) -> None:
+        """Every ``member_admitted`` among ``items`` admits a member the manifest lists (current or revoked)
+        with that key and ``since > 1`` (not a founding member: the creation registers those).
+
+        Used for a commit's entries (:meth:`adopt`) and for the records of a peer
+        (:func:`fedswarm.node.ledger_views.catch_up`); ``source`` ends the refusal (``"from bob"``).
+
+        Raises
+        ------
+        BlockRefused
+            Naming the entry, the member and ``source``.
+        """
+        listed: dict[str, bytes] | None = None
+        for item in items:
+            body, seq = item.entry.body, item.entry.seq
             if not isinstance(body, MemberAdmitted):
                 continue
-            if manifest.get(body.member) != body.key:
+            if listed is None:  # read the manifest once, and only for a batch that admits someone
+                listed = {**(self.revoked_keys() if self.revoked_keys is not None else {}), **self.keys()}
+            if listed.get(body.member) != body.key:
                 raise BlockRefused(
-                    f"entry {item.entry.seq}: admits {body.member} with a key that this node's manifest does not list"
+                    f"entry {seq}: admits {body.member} with a key that this node's manifest does not list ({source})"
                 )
             if body.member in self.genesis.founder_keys():
                 raise BlockRefused(
-                    f"entry {item.entry.seq}: admits {body.member}, a founding member registered by the creation"
+                    f"entry {seq}: admits {body.member}, a founding member registered by the creation ({source})"
                 )
 
     def verify(self, items: Sequence[SignedEntry]) -> None:

@@ -13,7 +13,8 @@ later gets the revision that adds it (``since > 1``), and a revoked member keeps
 with ``since == 1``, revoked or not) and their keys: what the ledger's first entry must register
 (:func:`fedswarm.node.ledger_block.check_creation`). A manifest without ``since`` (format
 ``fedswarm.manifest/1``, written before members recorded it) is refused with that reason: provision the
-federation again.
+federation again. The document's fields and their checks (each problem named by its path, e.g.
+``members[bob].since``) are in :mod:`fedswarm.node.manifest_schema`.
 
 How an edited manifest is named, honestly. A signature can only say "these bytes were not signed". So
 ``manifest.sig`` is a *signed envelope* (:class:`~fedswarm.node.signed_manifest.SignedManifest`) that embeds
@@ -28,14 +29,21 @@ the signed copy is authoritative: ``manifest.json`` is compared with it value by
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
-import re
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 from fedswarm.codec import canonical
 from fedswarm.core.errors import SpecError, VerificationError
 from fedswarm.crypto.signing import VerifyKey
+from fedswarm.node.manifest_schema import (
+    CA_DIR,
+    MANIFEST_FORMAT,
+    Role,
+    check_manifest_value,
+    name_problem,
+    parse_ip,
+    split_address,
+)
 
 __all__ = [
     "CA_DIR",
@@ -53,55 +61,8 @@ __all__ = [
     "utc_now",
 ]
 
-Role = Literal["member", "aggregator"]
-
 MANIFEST_CONTEXT = "fedswarm.manifest.v1"
-_MANIFEST_FORMAT = "fedswarm.manifest/2"
-_FORMAT_BEFORE_SINCE = "fedswarm.manifest/1"
-_ENTRY_FIELDS = frozenset({"address", "name", "role", "signing_key", "since", "tls_fingerprint"})
-MANIFEST_FILE, SIGNATURE_FILE, CA_DIR = "manifest.json", "manifest.sig", "ca"
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_FEDERATION_ID = re.compile(r"^[0-9a-f]{32}$")
-_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
-
-
-# ------------------------------------------------------------------------------------ validation
-
-
-def _name_problem(name: object) -> str | None:
-    if not isinstance(name, str) or not _NAME.match(name):
-        return f"{name!r} must be 1-63 characters of letters, digits, '.', '_', '-', starting alphanumeric"
-    if name.lower() == CA_DIR:
-        return f"{name!r} is reserved for the operator's CA directory"
-    return None
-
-
-def split_address(address: object) -> tuple[str, int]:
-    """``host:port`` (IPv6 hosts in brackets) to ``(host, port)``; ``ValueError`` with the reason."""
-    if not isinstance(address, str):
-        raise ValueError(f"{address!r} is not a string")
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"{address!r} must be host:port with a port in 1..65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-        if not isinstance(parse_ip(host), ipaddress.IPv6Address):
-            raise ValueError(f"{address!r}: only IPv6 addresses go in brackets")
-    elif ":" in host:
-        raise ValueError(f"{address!r}: write IPv6 hosts in brackets, e.g. [::1]:7000")
-    if not host:
-        raise ValueError(f"{address!r} has no host")
-    return host, int(port)
-
-
-def parse_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """``host`` as an IP address, or ``None`` when it is a DNS name."""
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
+MANIFEST_FILE, SIGNATURE_FILE = "manifest.json", "manifest.sig"
 
 
 def timestamp(moment: dt.datetime) -> str:
@@ -140,7 +101,7 @@ class MemberSpec:
     ip_addresses: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        problem = _name_problem(self.name)
+        problem = name_problem(self.name)
         if problem:
             raise SpecError("members.name", problem)
         if self.role not in get_args(Role):
@@ -214,27 +175,6 @@ class CKKSKeys:
         }
 
 
-def _parse_ckks(raw: object, problems: list[str]) -> CKKSKeys | None:
-    fields = {"coeff_mod_bit_sizes", "poly_modulus_degree", "public_context", "scale_bits", "secret_context"}
-    if not isinstance(raw, dict) or set(raw) != fields:
-        problems.append(f"ckks: must be an object with exactly the fields {sorted(fields)}")
-        return None
-    before = len(problems)
-    for key in ("poly_modulus_degree", "scale_bits"):
-        if not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < 1:
-            problems.append(f"ckks.{key}: {raw[key]!r} must be a positive integer")
-    mods = raw["coeff_mod_bit_sizes"]
-    if not isinstance(mods, list) or not mods or not all(isinstance(b, int) and not isinstance(b, bool) for b in mods):
-        problems.append(f"ckks.coeff_mod_bit_sizes: {mods!r} must be a non-empty list of integers")
-    _expect(raw, "public_context", _HEX64, problems, "ckks")
-    _expect(raw, "secret_context", _HEX64, problems, "ckks")
-    if len(problems) > before:
-        return None
-    return CKKSKeys(
-        raw["poly_modulus_degree"], tuple(mods), raw["scale_bits"], raw["public_context"], raw["secret_context"]
-    )
-
-
 @dataclass(frozen=True)
 class Manifest:
     """The CA-signed description of the federation.
@@ -293,7 +233,7 @@ class Manifest:
             "created": self.created,
             "federation_id": self.federation_id,
             "federation_name": self.federation_name,
-            "format": _MANIFEST_FORMAT,
+            "format": MANIFEST_FORMAT,
             "members": [entry.to_value() for entry in self.members],
             "revoked": [entry.to_value() for entry in self.revoked],
             "version": self.version,
@@ -315,127 +255,35 @@ class Manifest:
         VerificationError
             A missing, extra or malformed field (named with its path), or a value not in normal form.
         """
-        problems: list[str] = []
-        manifest = _parse_manifest(value, problems)
-        if manifest is None or problems:
-            raise VerificationError(f"{source}: malformed manifest: {'; '.join(problems)}")
-        if manifest.to_value() != value:  # pragma: no cover - _parse_manifest rebuilds exactly what it read
+        checked = check_manifest_value(value, source=source)
+        manifest = cls(
+            federation_id=checked["federation_id"],
+            federation_name=checked["federation_name"],
+            created=checked["created"],
+            version=checked["version"],
+            ca_fingerprint=checked["ca_fingerprint"],
+            members=tuple(_member_entry(raw) for raw in checked["members"]),
+            revoked=tuple(_member_entry(raw) for raw in checked["revoked"]),
+            ckks=_ckks_keys(checked["ckks"]) if "ckks" in checked else None,
+        )
+        if manifest.to_value() != value:  # pragma: no cover - the manifest is built from exactly what was checked
             raise VerificationError(f"{source}: manifest is not in normal form")
         return manifest
 
 
-def _parse_manifest(value: object, problems: list[str]) -> Manifest | None:
-    fields = {
-        "ca_fingerprint",
-        "created",
-        "federation_id",
-        "federation_name",
-        "format",
-        "members",
-        "revoked",
-        "version",
-    }
-    if not isinstance(value, dict):
-        problems.append("not a JSON object")
-        return None
-    if not fields <= set(value) <= fields | {"ckks"}:
-        missing, extra = sorted(fields - set(value)), sorted(set(value) - fields - {"ckks"})
-        problems.append(f"missing fields {missing}" if missing else f"unexpected fields {extra}")
-        return None
-    if value["format"] == _FORMAT_BEFORE_SINCE:
-        problems.append(
-            f"format: {_FORMAT_BEFORE_SINCE!r} was written before members recorded 'since' (the manifest "
-            f"revision that added each member, {_MANIFEST_FORMAT!r}); provision the federation again"
-        )
-        return None
-    ckks = _parse_ckks(value["ckks"], problems) if "ckks" in value else None
-    if value["format"] != _MANIFEST_FORMAT:
-        problems.append(f"format: {value['format']!r}, expected {_MANIFEST_FORMAT!r}")
-    _expect(value, "federation_id", _FEDERATION_ID, problems)
-    _expect(value, "ca_fingerprint", _HEX64, problems)
-    _expect(value, "created", _TIMESTAMP, problems)
-    if not isinstance(value["federation_name"], str) or not value["federation_name"].strip():
-        problems.append("federation_name: must be a non-empty string")
-    version = value["version"]
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        problems.append(f"version: {version!r} must be a positive integer")
-        version = None
-    members = _parse_entries(value, "members", version, problems)
-    revoked = _parse_entries(value, "revoked", version, problems)
-    everyone = (*members, *revoked)
-    for attribute in ("name", "tls_fingerprint", "signing_key"):
-        seen = [getattr(e, attribute) for e in everyone]
-        if len(set(seen)) != len(seen):
-            problems.append(f"members and revoked: duplicate {attribute}")
-    for field, entries in (("members", members), ("revoked", revoked)):
-        if [e.name for e in entries] != sorted(e.name for e in entries):
-            problems.append(f"{field}: must be sorted by name")
-    if everyone and not any(e.since == 1 for e in everyone):
-        problems.append("members: no member has since 1 (the founding members provisioning listed)")
-    if problems or version is None:
-        return None
-    return Manifest(
-        federation_id=value["federation_id"],
-        federation_name=value["federation_name"],
-        created=value["created"],
-        version=version,
-        ca_fingerprint=value["ca_fingerprint"],
-        members=members,
-        revoked=revoked,
-        ckks=ckks,
+def _member_entry(raw: dict[str, Any]) -> MemberEntry:
+    """A member entry from its checked value."""
+    return MemberEntry(
+        raw["name"], raw["role"], raw["address"], raw["tls_fingerprint"], raw["signing_key"], raw["since"]
     )
 
 
-def _parse_entries(
-    value: dict[str, Any], field: str, version: int | None, problems: list[str]
-) -> tuple[MemberEntry, ...]:
-    """The member entries under ``field`` (``members`` or ``revoked``); problems named ``field[name].key``."""
-    raw_entries = value[field]
-    if not isinstance(raw_entries, list):
-        problems.append(f"{field}: must be a list of member entries")
-        return ()
-    out = []
-    for i, raw in enumerate(raw_entries):
-        name = raw.get("name") if isinstance(raw, dict) else None
-        path = f"{field}[{name}]" if isinstance(name, str) and _NAME.match(name) else f"{field}[{i}]"
-        entry = _parse_entry(raw, path, version, problems)
-        if entry is not None:
-            out.append(entry)
-    return tuple(out)
-
-
-def _parse_entry(raw: object, path: str, version: int | None, problems: list[str]) -> MemberEntry | None:
-    if not isinstance(raw, dict):
-        problems.append(f"{path}: must be an object with the fields {sorted(_ENTRY_FIELDS)}")
-        return None
-    if set(raw) != _ENTRY_FIELDS:
-        missing, extra = sorted(_ENTRY_FIELDS - set(raw)), sorted(set(raw) - _ENTRY_FIELDS)
-        problems.extend(f"{path}.{key}: missing" for key in missing)
-        problems.extend(f"{path}.{key}: unexpected field" for key in extra)
-        return None
-    before = len(problems)
-    name_problem = _name_problem(raw["name"])
-    if name_problem:
-        problems.append(f"{path}.name: {name_problem}")
-    if raw["role"] not in get_args(Role):
-        problems.append(f"{path}.role: {raw['role']!r} is not one of {get_args(Role)}")
-    try:
-        split_address(raw["address"])
-    except ValueError as exc:
-        problems.append(f"{path}.address: {exc}")
-    _expect(raw, "tls_fingerprint", _HEX64, problems, path)
-    _expect(raw, "signing_key", _HEX64, problems, path)
-    since = raw["since"]
-    if not isinstance(since, int) or isinstance(since, bool) or since < 1:
-        problems.append(f"{path}.since: {since!r} must be a positive integer (the manifest revision that added it)")
-    elif version is not None and since > version:
-        problems.append(f"{path}.since: {since} is later than the manifest's version {version}")
-    if len(problems) > before:
-        return None
-    return MemberEntry(raw["name"], raw["role"], raw["address"], raw["tls_fingerprint"], raw["signing_key"], since)
-
-
-def _expect(value: dict[str, Any], key: str, pattern: re.Pattern[str], problems: list[str], path: str = "") -> None:
-    item = value[key]
-    if not isinstance(item, str) or not pattern.match(item):
-        problems.append(f"{path + '.' if path else ''}{key}: {item!r} does not match {pattern.pattern}")
+def _ckks_keys(raw: dict[str, Any]) -> CKKSKeys:
+    """The CKKS keys from their checked value."""
+    return CKKSKeys(
+        raw["poly_modulus_degree"],
+        tuple(raw["coeff_mod_bit_sizes"]),
+        raw["scale_bits"],
+        raw["public_context"],
+        raw["secret_context"],
+    )

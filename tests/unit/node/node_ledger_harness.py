@@ -202,3 +202,30 @@ class Federation:
             self.adopt_all(r, leader=leader, among=among)
             previous = r.body.model_digest
         return previous
+
+
+class RevokingFederation(Federation):
+    """A :class:`Federation` whose manifest also keeps its revoked members (:meth:`revoke`), and whose nodes
+    name the peer they catch up from."""
+
+    def __init__(self, tmp: Path, names: tuple[str, ...], *, retain: bool = True) -> None:
+        self.revoked: dict[str, bytes] = {}
+        super().__init__(tmp, names, retain=retain)
+
+    def start(self, name: str) -> Node:
+        node = super().start(name)
+        node.link.revoked_keys = lambda: self.revoked
+        return node
+
+    def revoke(self, name: str) -> None:
+        """The operator revokes ``name``: its entry moves from the members to the revoked (every node sees it)."""
+        self.revoked[name] = self.manifest.pop(name)
+
+    def catch_up(self, name: str, source: str) -> None:
+        """``name`` fetches the records (and the models they name) it lacks from ``source``, naming it."""
+        link, peer = self.nodes[name].link, self.nodes[source].link
+        with LedgerStore(peer.folder, readonly=True) as store:
+            items = parse_records([r for _, r in store.records(link.size)], f"records from {source}")
+        for digest in link.run(lambda: missing_models(link, items)):
+            link.put_object(peer.object_path(digest).read_bytes())
+        catch_up(link, items, peer=source)
