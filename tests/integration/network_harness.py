@@ -114,7 +114,7 @@ def extension_spec(tmp: Path, extra: str, *, task_options: str | None = None, **
     path, _ = write_spec(tmp, **kwargs)
     text = path.read_text(encoding="utf-8")
     if task_options is not None:
-        text = text.replace('"network_slow_task:make"', '"test_network_extensions_task:make"')
+        text = text.replace('"network_slow_task:make"', '"network_extensions_task:make"')
         text = text.replace("options = { slow_seconds = 0.0 }", f"options = {{ {task_options} }}")
     path.write_text(text + extra, encoding="utf-8")
     spec, _ = load_spec(path)
@@ -136,3 +136,29 @@ def task_spec(tmp: Path, extra: str, *, task: str, options: str, **kwargs: Any) 
     path.write_text(text + extra, encoding="utf-8")
     spec, _ = load_spec(path)
     return spec
+
+
+def start_all_and_kill_round_one_leader(fed: LocalFederation, *, timeout: float = 90.0) -> str:
+    """Start every node of ``fed``, wait until each committed round 1, then ``SIGKILL`` the member that led
+    round 1 (in a swarm with a ledger: the founding member, author of entry 0) and wait for it to exit.
+
+    Returns the killed member's name.
+    """
+    for name in fed.kits:
+        fed.start(name)
+    wait_for(lambda: min(fed.rounds_done().values()) >= 1, timeout=timeout, what="round 1 everywhere", fed=fed)
+    leader = next(p["leader"] for p in map(fed.progress, sorted(fed.kits)) if p is not None and p["round"] >= 1)
+    fed.processes[leader].kill()
+    fed.processes[leader].wait()
+    return str(leader)
+
+
+SECAGG_PLUS = """
+[privacy]
+secure_aggregation = "secagg+"
+
+[privacy.secagg]
+rounding = "deterministic"
+clip = 2.0
+"""
+"""TOML sections for SecAgg+ with deterministic rounding and no DP (every sum exact and reproducible)."""

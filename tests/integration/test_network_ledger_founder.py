@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from network_harness import federation, wait_for, write_spec
+from network_harness import federation, start_all_and_kill_round_one_leader, wait_for, write_spec
 from typer.testing import CliRunner
 
 from fedswarm.cli.main import app
@@ -40,12 +40,7 @@ def test_checkpoints_become_final_after_the_founding_member_is_killed(tmp_path: 
     spec, _ = load_spec(_ledger_spec(tmp_path, name="ledger-founder", rounds=rounds, members=4))
     fed = federation(tmp_path, spec)
     try:
-        for name in fed.kits:
-            fed.start(name)
-        wait_for(lambda: min(fed.rounds_done().values()) >= 1, timeout=90, what="round 1 everywhere", fed=fed)
-        founder = next(p["leader"] for p in map(fed.progress, sorted(fed.kits)) if p is not None and p["round"] >= 1)
-        fed.processes[founder].kill()
-        fed.processes[founder].wait()
+        founder = start_all_and_kill_round_one_leader(fed)
         survivors = sorted(n for n in fed.kits if n != founder)
         wait_for(
             lambda: all(fed.rounds_done()[n] >= rounds for n in survivors), timeout=120, what="the rounds", fed=fed

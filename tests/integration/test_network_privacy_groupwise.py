@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from network_harness import extension_keys, extension_spec
+from network_harness import SECAGG_PLUS, extension_keys, extension_spec
 
 from fedswarm.cli.up import report
 from fedswarm.node.up import run_local_federation
@@ -17,18 +17,14 @@ from fedswarm.sim.engine import run_simulation
 
 pytestmark = pytest.mark.integration
 
-EXTRA = """
-[privacy]
-secure_aggregation = "secagg+"
-
-[privacy.secagg]
-rounding = "deterministic"
-clip = 2.0
-
+EXTRA = (
+    SECAGG_PLUS
+    + """
 [robustness.groupwise]
 groups = 2
 rule = "median"
 """
+)
 
 
 def test_groupwise_secagg_swarm_gives_the_simulations_model(tmp_path: Path) -> None:

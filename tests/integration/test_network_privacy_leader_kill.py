@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from network_harness import all_done, federation, history, log_text, task_spec, wait_for
+from network_harness import SECAGG_PLUS, all_done, federation, history, log_text, task_spec, wait_for
 from network_marking_task import MARKERS_ENV, marker_name
 
 from fedswarm.codec.tensors import digest
@@ -32,15 +32,6 @@ from fedswarm.spec.schema import Spec
 from fedswarm.strategy.base import member_seed
 
 pytestmark = pytest.mark.integration
-
-EXTRA = """
-[privacy]
-secure_aggregation = "secagg+"
-
-[privacy.secagg]
-rounding = "deterministic"
-clip = 2.0
-"""
 
 
 def _reference_digests(spec: Spec, members: list[list[int]]) -> list[str]:
@@ -69,7 +60,7 @@ def _reference_digests(spec: Spec, members: list[list[int]]) -> list[str]:
 def test_secagg_swarm_leader_killed_after_its_assignments_next_leader_completes_the_round(tmp_path: Path) -> None:
     spec = task_spec(
         tmp_path,
-        EXTRA,
+        SECAGG_PLUS,
         task="network_marking_task:make",
         options="slow_seconds = 1.0",
         name="secagg-leader-kill",

@@ -8,6 +8,7 @@ JSON line has the same keys and, for the same spec and seed, the same sampled me
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import UTC, datetime
@@ -18,7 +19,11 @@ import typer
 
 from fedswarm.cli.common import err_console, guarded
 from fedswarm.cli.simulate import print_summary
+from fedswarm.codec.tensors import decode
 from fedswarm.codec.tensors import save as save_parameters
+from fedswarm.core.errors import VerificationError
+from fedswarm.core.parameters import Parameters
+from fedswarm.node.persist import blob_copies
 from fedswarm.node.records import extension_summary, outcome_from_record
 from fedswarm.node.up import LocalFederation, run_local_federation
 from fedswarm.sim.baselines import BaselineResult, centralized_baseline, local_only_baseline
@@ -27,27 +32,56 @@ from fedswarm.sim.world import World, build_world
 from fedswarm.spec.build import build_strategy
 from fedswarm.spec.schema import Spec, load_spec
 
-__all__ = ["report", "run_up", "up"]
+__all__ = ["final_model", "report", "run_up", "up"]
 
 
-def _final_model(fed: LocalFederation, digest: str) -> Path:
-    for name in fed.kits:
-        path = fed.state_dir(name) / "blobs" / digest
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"no node kept the final model {digest[:16]}")
+def final_model(fed: LocalFederation, digest: str) -> Parameters:
+    """The model ``digest`` as the first node of ``fed`` (by name) that holds a copy hashing to it keeps it.
+
+    A node that stopped keeps it as a file in its ``blobs/`` folder; one killed before it stopped keeps its last
+    small model only in its ``progress.json`` (read with :func:`fedswarm.node.persist.blob_copies`). A copy
+    whose bytes do not hash to ``digest`` is skipped.
+
+    Raises
+    ------
+    VerificationError
+        No node holds a copy that hashes to ``digest``; the message names the digest, the data folders looked
+        in and every copy or progress file that was rejected.
+    """
+    folders = [fed.state_dir(name) for name in sorted(fed.kits)]
+    rejected: list[str] = []
+    for folder in folders:
+        try:
+            copies = blob_copies(folder, digest)
+        except (OSError, ValueError) as exc:
+            rejected.append(f"{folder}: unreadable ({exc})")
+            continue
+        for source, data in copies:
+            actual = hashlib.sha256(data).hexdigest()
+            if actual == digest:
+                return decode(data, source=str(source))
+            rejected.append(f"{source}: its copy hashes to {actual[:16]}")
+    looked = ", ".join(str(f) for f in folders)
+    why = f"; rejected: {'; '.join(rejected)}" if rejected else ""
+    raise VerificationError(
+        f"no node holds the final model {digest}: looked in blobs/ and progress.json of {looked}{why}"
+    )
 
 
 def report(spec: Spec, fed: LocalFederation, *, seconds: float, world: World | None = None) -> dict[str, Any]:
-    """Build ``simulate``'s outputs and summary from the rounds a local federation committed."""
-    from fedswarm.codec.tensors import load
+    """Build ``simulate``'s outputs and summary from the rounds a local federation committed.
 
+    Raises
+    ------
+    VerificationError
+        No node holds the final model (:func:`final_model`).
+    """
     t0 = time.perf_counter()
     run_dir = fed.out_dir
     (run_dir / "models").mkdir(parents=True, exist_ok=True)
     records = fed.history()
     world = world if world is not None else build_world(spec)
-    final = load(_final_model(fed, records[-1]["model_digest"]))
+    final = final_model(fed, records[-1]["model_digest"])
     history = []
     with open(run_dir / "metrics.jsonl", "w", encoding="utf-8") as fh:
         for rec in records:

@@ -40,7 +40,7 @@ from fedswarm.core.parameters import Parameters
 from fedswarm.transport.blobs import iter_chunks, iter_file_chunks
 from fedswarm.transport.wire import sha256_hex
 
-__all__ = ["NodeStore", "Progress", "read_history"]
+__all__ = ["NodeStore", "Progress", "blob_copies", "read_history"]
 
 _PROGRESS, _HISTORY, _BLOBS = "progress.json", "history.jsonl", "blobs"
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -95,6 +95,36 @@ def read_history(directory: Path) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             by_round[int(record.get("round", 0))] = record
     return [by_round[r] for r in sorted(by_round)]
+
+
+def _read_progress(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The record of the progress file ``path`` and the blob copies it holds (digest to bytes, unchecked)."""
+    raw = cast(dict[str, Any], json.loads(path.read_text(encoding="utf-8")))
+    copies = cast(dict[str, str], raw.pop("blobs", None) or {})
+    return raw, {digest: base64.b64decode(text, validate=True) for digest, text in copies.items()}
+
+
+def blob_copies(directory: Path, digest: str) -> list[tuple[Path, bytes]]:
+    """Every copy of the blob ``digest`` the data folder ``directory`` holds, as stored: its file in ``blobs/``,
+    then its copy in ``progress.json``, each with the file it was read from.
+
+    A node that stopped wrote its blobs to files (:meth:`NodeStore.write_resident`); one killed before it
+    stopped holds its last small blobs only in the progress file (:meth:`NodeStore.save_round`). Nothing is
+    written or restored, and the bytes are not checked: the caller checks them against ``digest``.
+
+    Raises
+    ------
+    VerificationError
+        ``digest`` is not a lower-case hex SHA-256.
+    ValueError
+        The progress file is not valid JSON or holds a copy that is not valid base64.
+    """
+    if _DIGEST.fullmatch(digest) is None:
+        raise VerificationError(f"blob digest {digest[:70]!r} is not a lower-case hex SHA-256")
+    blob, progress = Path(directory) / _BLOBS / digest, Path(directory) / _PROGRESS
+    copies = [(blob, blob.read_bytes())] if blob.is_file() else []
+    copy = _read_progress(progress)[1].get(digest) if progress.is_file() else None
+    return copies if copy is None else [*copies, (progress, copy)]
 
 
 class NodeStore:
@@ -298,16 +328,15 @@ class NodeStore:
         path = self.directory / _PROGRESS
         if not path.is_file():
             return None
-        raw = cast(dict[str, Any], json.loads(path.read_text(encoding="utf-8")))
-        copies = cast(dict[str, str], raw.pop("blobs", None) or {})
+        raw, copies = _read_progress(path)
         progress = Progress(**raw)
         if progress.job != job:
             raise ConfigurationError(
                 f"{path}: belongs to another job (spec digest {progress.job[:16]}, this spec is {job[:16]}); "
                 "remove the folder or start the node with another --state folder"
             )
-        for digest, text in copies.items():
-            self._restore(digest, base64.b64decode(text, validate=True), source=path)
+        for digest, data in copies.items():
+            self._restore(digest, data, source=path)
         return progress
 
     def _restore(self, digest: str, data: bytes, *, source: Path) -> None:

@@ -1,9 +1,9 @@
-"""The task the extension integration tests' nodes load (``task.name = "test_network_extensions_task:make"``).
+"""The task the extension integration tests' nodes load (``task.name = "network_extensions_task:make"``).
 
 It is the slow numpy task of :mod:`network_slow_task`, plus, with the option ``evil_member``, one member
 whose update is scaled by ``evil_scale`` (a model-poisoning member). The task recognizes that member by
 the seed of its fit configuration, so the same member misbehaves in ``fedswarm simulate`` (all members in
-one process) and on a real node. No tests live here.
+one process) and on a real node. No tests live here (the name keeps pytest from collecting it).
 """
 
 from __future__ import annotations
