@@ -137,7 +137,9 @@ def catch_up(link: LedgerLink, items: Sequence[SignedEntry], *, peer: str | None
     link
         This node's replica.
     items
-        The peer's records from this ledger's size on.
+        The peer's records from at most this ledger's size on: records it already holds (another catch-up
+        or a commit appended them since they were asked for) must be byte for byte the local ones and are
+        skipped.
     peer
         Who sent them, named in a refusal (``None``: "a peer").
 
@@ -151,25 +153,43 @@ def catch_up(link: LedgerLink, items: Sequence[SignedEntry], *, peer: str | None
     source = f"from {peer}" if peer is not None else "from a peer"
 
     def run() -> None:
-        if not items:
+        fresh = _beyond_held(link, items, source=source)
+        if not fresh:
             return
-        if items[0].entry.seq != link.store.size:
-            raise VerificationError(f"records from {items[0].entry.seq} on do not continue this ledger")
-        for digest in missing_models(link, items):
-            raise VerificationError(f"model {digest[:16]} named by the records is missing")
-        link.check_admissions(items, source=source)
-        link.verify(items)
-        replica = link.replica
-        if replica is not None:
-            replica.extend(items, signatures_checked=True)
-            return
-        first = items[0]
-        founder = check_founder(first.entry, link.genesis.founder_keys())
-        check_creation(first, founder, expected=link.creation())
-        try:
-            link.install(first.entry).extend(items, signatures_checked=True)
-        except VerificationError:
-            link.replica = link.coordinator = None  # nothing was written: the ledger is still empty
-            raise
+        _append_checked(link, fresh, source=source)
 
     link.run(run)
+
+
+def _beyond_held(link: LedgerLink, items: Sequence[SignedEntry], *, source: str) -> Sequence[SignedEntry]:
+    """``items`` without the records this ledger already holds (another catch-up, or a commit, may have
+    appended them since they were requested), after checking those are byte for byte the local ones."""
+    if not items:
+        return items
+    held, start = link.store.size, items[0].entry.seq
+    if start > held:
+        raise VerificationError(f"records from {start} on do not continue this ledger of {held} entries")
+    for seq, item in enumerate(items[: held - start], start=start):
+        if link.store.record(seq) != item.record:
+            raise VerificationError(f"record {seq} {source} differs from the one this ledger holds")
+    return items[held - start :]
+
+
+def _append_checked(link: LedgerLink, items: Sequence[SignedEntry], *, source: str) -> None:
+    """Check ``items`` (continuing the local log) and append them through the replica, on the ledger's thread."""
+    for digest in missing_models(link, items):
+        raise VerificationError(f"model {digest[:16]} named by the records is missing")
+    link.check_admissions(items, source=source)
+    link.verify(items)
+    replica = link.replica
+    if replica is not None:
+        replica.extend(items, signatures_checked=True)
+        return
+    first = items[0]
+    founder = check_founder(first.entry, link.genesis.founder_keys())
+    check_creation(first, founder, expected=link.creation())
+    try:
+        link.install(first.entry).extend(items, signatures_checked=True)
+    except VerificationError:
+        link.replica = link.coordinator = None  # nothing was written: the ledger is still empty
+        raise
