@@ -4,7 +4,8 @@ Per run, :class:`LedgerRecorder` writes ``federation_created`` (spec digest, mem
 model); per round ``member_admitted`` for members appearing for the first time (large federations),
 ``round_opened``, one ``update_submitted`` per accepted update, signed by its member,
 ``aggregate_committed`` and ``evaluation_reported``; every ``checkpoint_every`` rounds and at the end a
-checkpoint signed by the coordinator and cosigned by a quorum of members. Each round's entries are
+checkpoint signed by the coordinator and cosigned by a quorum of members (strictly more than the spec's
+``ledger.quorum`` of them, 2/3 by default, as ``federation_created.quorum`` records). Each round's entries are
 appended in one transaction, after the round's model (and, with ``retain_updates``, its updates) are
 stored as objects.
 
@@ -85,6 +86,11 @@ class LedgerSettings(Protocol):
 
     @property
     def checkpoint_every(self) -> int: ...
+
+    @property
+    def quorum(self) -> tuple[int, int]:
+        """Strictly more than this fraction of the members must cosign a checkpoint (``"N/D"`` in TOML)."""
+        ...
 
 
 class RunStartLike(Protocol):
@@ -238,8 +244,6 @@ class LedgerRecorder:
         The model's schema (names and shapes of updates).
     member_name
         Name of member ``id``; default: the names of ``RunStart.members``, else ``member-{id:05d}``.
-    quorum
-        Fraction of members that must cosign for a checkpoint to be final (strictly more than it).
     durability
         ``"normal"`` survives crashes of the process, ``"full"`` also power loss.
     clock
@@ -260,7 +264,6 @@ class LedgerRecorder:
         spec: LedgerSettings,
         schema: Schema,
         member_name: Callable[[int], str] | None = None,
-        quorum: tuple[int, int] = (2, 3),
         durability: Durability = "normal",
         clock: Callable[[], int] = _now_ms,
         background: bool | None = None,
@@ -271,6 +274,10 @@ class LedgerRecorder:
             raise ConfigurationError(f"{folder} already holds a ledger: use a new run directory")
         self.folder = Path(folder)
         self._retain = bool(spec.retain_updates)
+        numerator, denominator = spec.quorum
+        if not 0 < numerator < denominator:
+            raise ConfigurationError(f"ledger.quorum is {numerator}/{denominator}, it must be between 0 and 1")
+        self._quorum = (int(numerator), int(denominator))
         self._schema64 = float64_schema(schema)
         self._member_name = member_name
         self._clock = clock
@@ -279,7 +286,6 @@ class LedgerRecorder:
             self.folder,
             eager_members=EAGER_MEMBERS,
             checkpoint_every=int(spec.checkpoint_every),
-            quorum=quorum,
             durability=durability,
         )
         fork = "fork" in multiprocessing.get_all_start_methods() and sys.platform.startswith("linux")
@@ -307,6 +313,7 @@ class LedgerRecorder:
             initial_model=encode_parameters(start.initial_model),
             initial_digest=start.initial_digest,
             seed=int(start.seed),
+            quorum=self._quorum,
         )
         if self._background:
             self._spawn()

@@ -50,7 +50,8 @@ COORDINATOR = "coordinator"
 
 @dataclass(frozen=True, slots=True)
 class StartRecord:
-    """A run's start: federation, spec digest, members listed up front, initial model bytes."""
+    """A run's start: federation, spec digest, members listed up front, initial model bytes, and the
+    checkpoint quorum (strictly more than this fraction of the registered members must cosign)."""
 
     federation: str
     spec_digest: str
@@ -61,6 +62,7 @@ class StartRecord:
     initial_model: bytes
     initial_digest: str
     seed: int
+    quorum: tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +144,6 @@ class RecorderCore:
         member is admitted when it is first selected.
     checkpoint_every
         Rounds between checkpoints.
-    quorum
-        Cosigning quorum (strictly more than this fraction of the registered members).
     durability
         Store durability.
     """
@@ -154,13 +154,12 @@ class RecorderCore:
         *,
         eager_members: int,
         checkpoint_every: int,
-        quorum: tuple[int, int],
         durability: Durability,
     ) -> None:
         self.folder = Path(folder)
         self._eager = eager_members
         self._every = checkpoint_every
-        self._quorum = quorum
+        self._quorum: tuple[int, int] = (2, 3)  # replaced by the start record's
         self._durability: Durability = durability
         self._store: LedgerStore | None = None
         self._writer: LedgerWriter | None = None
@@ -189,6 +188,7 @@ class RecorderCore:
         self._current_model = initial
         self._strategy = record.strategy
         self._config_digest = record.config_digest
+        self._quorum = record.quorum
         writer.add(
             FederationCreated(
                 spec_digest=record.spec_digest,

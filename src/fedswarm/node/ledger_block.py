@@ -152,7 +152,11 @@ def update_norm(data: bytes | bytearray) -> float:
 @dataclass(frozen=True, slots=True)
 class GenesisFacts:
     """What every node knows the ledger's first entry must say: the spec's facts, and the founding members
-    with their keys (the manifest's members with ``since == 1``, revoked or not, which never change)."""
+    with their keys (the manifest's members with ``since == 1``, revoked or not, which never change).
+
+    ``quorum`` is the spec's ``ledger.quorum`` (default 2/3): entry 0 records it and every replica counts
+    finality with it, so a node whose spec sets another quorum refuses the creation (:func:`check_creation`).
+    """
 
     spec_digest: str
     population: int
@@ -160,6 +164,7 @@ class GenesisFacts:
     initial_model: str
     config_digest: str
     founders: tuple[MemberKey, ...]
+    quorum: tuple[int, int] = (2, 3)
 
     def founder_keys(self) -> dict[str, bytes]:
         """The founding members' keys by name."""
@@ -167,7 +172,7 @@ class GenesisFacts:
 
     def creation(self, member_id: Callable[[str], int]) -> FederationCreated:
         """The ``federation_created`` body: the founding members in member-id order (:func:`member_order`),
-        provisioned keys, quorum more than 2/3."""
+        provisioned keys, the spec's quorum."""
         keys = self.founder_keys()
         return FederationCreated(
             spec_digest=self.spec_digest,
@@ -175,6 +180,7 @@ class GenesisFacts:
             members=tuple(MemberKey(name, keys[name]) for name in member_order(keys, member_id)),
             strategy=self.strategy,
             initial_model=self.initial_model,
+            quorum=self.quorum,
             keys="provisioned",
         )
 

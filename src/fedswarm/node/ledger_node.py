@@ -60,6 +60,7 @@ class NodeLedger:
             initial_model=tensor_codec.digest(node.world.initial),
             config_digest=config_digest(spec),
             founders=tuple(MemberKey(e.name, e.verify_key().raw) for e in manifest.founders),
+            quorum=spec.ledger.quorum,
         )
         every, rounds = spec.ledger.checkpoint_every, spec.federation.rounds
         self.link = LedgerLink(

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from fedswarm.core.errors import SpecError
 from fedswarm.spec.network import NetworkSpec
 from fedswarm.spec.privacy import PrivacySpec
+from fedswarm.spec.quorum import DEFAULT_QUORUM, Quorum
 from fedswarm.spec.robustness import AttackSpec, RobustnessSpec
 
 __all__ = [
@@ -145,6 +146,9 @@ class LedgerSpec(_Section):
     enabled: bool = True
     retain_updates: bool = Field(True, description="store every accepted update, content-addressed, for revert")
     checkpoint_every: int = Field(1, ge=1, description="rounds between signed checkpoints")
+    quorum: Quorum = Field(
+        DEFAULT_QUORUM, description='a checkpoint is final when strictly more than this fraction ("N/D") cosigned it'
+    )
 
 
 class OutputSpec(_Section):
