@@ -156,8 +156,9 @@ class ObjectStore:
             if not folder.is_dir() or len(folder.name) != 2:
                 continue
             for path in sorted(folder.iterdir()):
-                if path.name.endswith(SUFFIX):
-                    yield folder.name + path.name[: -len(SUFFIX)]
+                name = folder.name + path.name[: -len(SUFFIX)]
+                if path.name.endswith(SUFFIX) and _DIGEST.match(name):  # others are stray files
+                    yield name
 
     def verify(self, digest: str) -> None:
         """Check that the stored object hashes to its name.
@@ -176,13 +177,15 @@ class ObjectStore:
         """Check every stored object, file and packed row alike; return how many distinct digests there are.
 
         Packed rows are read from the table itself, so a row whose name or content was altered is found
-        even where the table's index still holds the original name.
+        even where the table's index still holds the original name, and each is then looked up through the
+        index, so a damaged index (a row that could no longer be fetched by its digest) is found too.
+        Files whose names are not digests are not objects: :meth:`stray_files` lists them.
 
         Raises
         ------
         VerificationError
             At the first object whose content does not hash to its name, or a packed row that is not
-            named by a digest or does not hold bytes.
+            named by a digest, does not hold bytes or is not found through the table's index.
         """
         seen: set[str] = set()
         for digest in self._file_digests():
@@ -204,6 +207,11 @@ class ObjectStore:
                 if actual != name:
                     raise VerificationError(
                         f"packed object {name} in {database}: content hashes to {actual}, not to its name"
+                    )
+                if not self._packed.indexed(name):
+                    raise VerificationError(
+                        f"packed object {name} in {database}: the objects table's index does not find its row "
+                        "(the database is damaged)"
                     )
                 seen.add(name)
         return len(seen)

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from fedswarm.core.errors import VerificationError
 
@@ -93,30 +93,55 @@ class PackedObjects:
         return self._conn
 
     def get(self, digest: str) -> bytes | None:
-        """The stored bytes of ``digest`` (not checked against it here), or ``None``.
+        """The stored bytes of ``digest`` (not checked against it here), or ``None`` when no row has that name.
 
         Raises
         ------
         VerificationError
-            If the row holds something other than bytes.
+            If the row holds something other than bytes, the table cannot be read, or a row of that name
+            is in the table but its index does not find it (a damaged database: absent is not damaged).
         """
-        with self._lock:
-            row = (
-                self._connection()
-                .execute("SELECT typeof(data), data FROM objects WHERE digest = ?", (digest,))
-                .fetchone()
-            )
+        row = self._lookup("SELECT typeof(data), data FROM objects WHERE digest = ?", digest)
         if row is None:
+            self._absent(digest)
             return None
         if row[0] != b"blob":
             raise VerificationError(f"packed object {digest} in {self._database}: stored as {row[0]!r}, not a blob")
         return bytes(row[1])
 
     def has(self, digest: str) -> bool:
-        """Whether a row named ``digest`` exists."""
-        with self._lock:
-            row = self._connection().execute("SELECT 1 FROM objects WHERE digest = ?", (digest,)).fetchone()
-        return row is not None
+        """Whether a row named ``digest`` exists.
+
+        Raises
+        ------
+        VerificationError
+            As :meth:`get`, when the table cannot be read or its index misses a row it holds.
+        """
+        if self._lookup("SELECT 1 FROM objects WHERE digest = ?", digest) is not None:
+            return True
+        self._absent(digest)
+        return False
+
+    def indexed(self, digest: str) -> bool:
+        """Whether the table's index finds a row named ``digest`` (no check of the table itself)."""
+        return self._lookup("SELECT 1 FROM objects WHERE digest = ?", digest) is not None
+
+    def _lookup(self, query: str, digest: str) -> tuple[Any, ...] | None:
+        try:
+            with self._lock:
+                row: tuple[Any, ...] | None = self._connection().execute(query, (digest,)).fetchone()
+        except sqlite3.Error as exc:
+            raise VerificationError(f"{self._database}: cannot read the objects table: {exc}") from None
+        return row
+
+    def _absent(self, digest: str) -> None:
+        """Check that a digest the index does not find is really absent (a scan of the table, on misses only)."""
+        row = self._lookup("SELECT 1 FROM objects NOT INDEXED WHERE digest = ?", digest)
+        if row is not None:
+            raise VerificationError(
+                f"packed object {digest} in {self._database}: the row is in the objects table but the table's "
+                "index does not find it: the database is damaged"
+            )
 
     def digests(self) -> list[str]:
         """The names of the rows, sorted (names that are not ASCII text are skipped: :meth:`rows` has them)."""

@@ -41,11 +41,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fedswarm.core.errors import VerificationError
 from fedswarm.ledger.checkpoint import Checkpoint, Cosignature, TreeHead
-from fedswarm.ledger.entries import SignedEntry
+from fedswarm.ledger.entries import EntryError, SignedEntry
 from fedswarm.ledger.merkle import leaf_hash
 from fedswarm.ledger.models import ObjectStore
 from fedswarm.ledger.packed import OBJECTS_SCHEMA, PACK_LIMIT, PackedObjects, insert_objects
@@ -62,6 +62,8 @@ __all__ = [
     "TABLES",
     "Durability",
     "LedgerStore",
+    "column_bytes",
+    "column_text",
     "find_ledger",
 ]
 
@@ -120,6 +122,31 @@ SCHEMA = _schema(TABLES)
 """DDL of a ledger database of :data:`FORMAT`: the tables and the triggers that make them append-only."""
 SCHEMAS = {FORMAT: SCHEMA, FORMAT_1: _schema(TABLES[:-1])}
 """DDL of each readable format."""
+
+
+def column_bytes(value: object, where: str, column: str) -> bytes:
+    """A BLOB column's value; :class:`VerificationError` naming ``where`` and the column if it is not bytes."""
+    if isinstance(value, bytes):
+        return value
+    raise VerificationError(f"{where}: the {column} is stored as {_sql_type(value)}, not as a blob")
+
+
+def column_text(value: object, where: str, column: str) -> str:
+    """A TEXT column's value; :class:`VerificationError` naming ``where`` and the column if it is not text."""
+    if isinstance(value, str):
+        return value
+    raise VerificationError(f"{where}: the {column} is stored as {_sql_type(value)}, not as text")
+
+
+def _sql_type(value: object) -> str:
+    names = {bytes: "a blob", str: "text", int: "an integer", float: "a real", type(None): "NULL"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _reason(exc: Exception) -> str:
+    """SQLite's message, shortened (a text column that does not decode is quoted whole in it)."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def find_ledger(path: Path) -> Path:
@@ -243,31 +270,66 @@ class LedgerStore:
         ------
         KeyError
             If there is no such entry.
+        VerificationError
+            If the row cannot be read or its record is not stored as bytes (a damaged database).
         """
-        row = self._conn.execute("SELECT record FROM entries WHERE seq = ?", (seq,)).fetchone()
-        if row is None:
+        row = self._fetch("SELECT record FROM entries WHERE seq = ?", (seq,), what=f"entry {seq}: ")
+        if not row:
             raise KeyError(seq)
-        return bytes(row[0])
+        return self._record_bytes(seq, row[0][0])
 
     def entry(self, seq: int) -> SignedEntry:
-        """Entry ``seq`` parsed (its signature is not checked here)."""
-        return SignedEntry.from_record(self.record(seq))
+        """Entry ``seq`` parsed (its signature is not checked here).
+
+        Raises
+        ------
+        KeyError
+            If there is no such entry.
+        VerificationError
+            If its record cannot be read or does not parse (naming the database and the entry).
+        """
+        return self._parse(seq, self.record(seq))
 
     def records(self, start: int = 0, stop: int | None = None, *, batch: int = 4096) -> Iterator[tuple[int, bytes]]:
-        """``(seq, record)`` pairs for ``start <= seq < stop``, in order, read in batches."""
+        """``(seq, record)`` pairs for ``start <= seq < stop``, in order, read in batches.
+
+        Raises
+        ------
+        VerificationError
+            If a row cannot be read or a record is not stored as bytes (a damaged database).
+        """
         stop = self.size if stop is None else stop
         position = start
         while position < stop:
             upper = min(stop, position + batch)
-            rows = self._conn.execute(
-                "SELECT seq, record FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq", (position, upper)
-            ).fetchall()
+            rows = self._fetch(
+                "SELECT seq, record FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq",
+                (position, upper),
+                what=f"entries {position}..{upper - 1}: ",
+            )
             for seq, record in rows:
-                yield int(seq), bytes(record)
+                yield int(seq), self._record_bytes(int(seq), record)
             position = upper
 
+    def entries(self, start: int = 0, stop: int | None = None) -> Iterator[SignedEntry]:
+        """Entries ``start <= seq < stop`` parsed, in order (signatures are not checked here).
+
+        Raises
+        ------
+        VerificationError
+            If a record cannot be read or does not parse (naming the database and the entry).
+        """
+        for seq, record in self.records(start, stop):
+            yield self._parse(seq, record)
+
     def select(self, *, kind: str | None = None, round: int | None = None) -> Iterator[SignedEntry]:
-        """Entries of a ``kind`` and/or ``round`` via the index columns, in log order (parsed, not verified)."""
+        """Entries of a ``kind`` and/or ``round`` via the index columns, in log order (parsed, not verified).
+
+        Raises
+        ------
+        VerificationError
+            If a record cannot be read or does not parse (naming the database and the entry).
+        """
         clauses: list[str] = []
         params: list[str | int] = []
         if kind is not None:
@@ -277,9 +339,34 @@ class LedgerStore:
             clauses.append("round = ?")
             params.append(round)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        query = f"SELECT record FROM entries{where} ORDER BY seq"
-        for (record,) in self._conn.execute(query, params):
-            yield SignedEntry.from_record(bytes(record))
+        for seq, record in self._stream(f"SELECT seq, record FROM entries{where} ORDER BY seq", params):
+            yield self._parse(int(seq), self._record_bytes(int(seq), record))
+
+    def _fetch(self, query: str, params: Sequence[object] = (), *, what: str = "") -> list[tuple[Any, ...]]:
+        """All rows of a read query; a damaged database raises :class:`VerificationError` naming the file
+        (and ``what`` was being read)."""
+        try:
+            return self._conn.execute(query, tuple(params)).fetchall()
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise VerificationError(f"{self.path}: {what}cannot read the ledger database: {_reason(exc)}") from None
+
+    def _stream(self, query: str, params: Sequence[object] = ()) -> Iterator[tuple[Any, ...]]:
+        """The rows of a read query one by one, a damaged database raising as in :meth:`_fetch`."""
+        try:
+            cursor = self._conn.execute(query, tuple(params))
+            while (row := cursor.fetchone()) is not None:
+                yield row
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            raise VerificationError(f"{self.path}: cannot read the ledger database: {_reason(exc)}") from None
+
+    def _record_bytes(self, seq: int, record: object) -> bytes:
+        return column_bytes(record, f"{self.path}: entry {seq}", "record")
+
+    def _parse(self, seq: int, record: bytes) -> SignedEntry:
+        try:
+            return SignedEntry.from_record(record)
+        except EntryError as exc:
+            raise VerificationError(f"{self.path}: entry {seq}: the record does not parse: {exc}") from None
 
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """Audit path of entry ``index`` in the tree of the first ``size`` entries."""
@@ -290,22 +377,42 @@ class LedgerStore:
         return self._tree.consistency_proof(old_size, new_size)
 
     def checkpoints(self) -> list[Checkpoint]:
-        """All checkpoints with their cosignatures, oldest first."""
+        """All checkpoints with their cosignatures, oldest first.
+
+        Raises
+        ------
+        VerificationError
+            If a checkpoint or cosignature row cannot be read, holds a column of the wrong type, or its
+            tree head does not parse (naming the database and the checkpoint).
+        """
         cosigs: dict[int, list[Cosignature]] = {}
-        for checkpoint_id, member, key, signature in self._conn.execute(
+        for checkpoint_id, member, key, signature in self._fetch(
             "SELECT checkpoint, member, key, signature FROM cosignatures ORDER BY checkpoint, member"
         ):
-            cosigs.setdefault(int(checkpoint_id), []).append(Cosignature(member, bytes(key), bytes(signature)))
+            where = f"{self.path}: cosignature of checkpoint #{checkpoint_id} by {member!r}"
+            cosigs.setdefault(int(checkpoint_id), []).append(
+                Cosignature(
+                    column_text(member, where, "member"),
+                    column_bytes(key, where, "key"),
+                    column_bytes(signature, where, "signature"),
+                )
+            )
         out = []
-        for checkpoint_id, head, signer, key, signature in self._conn.execute(
+        for checkpoint_id, head, signer, key, signature in self._fetch(
             "SELECT id, head, signer, key, signature FROM checkpoints ORDER BY id"
         ):
+            where = f"{self.path}: checkpoint #{checkpoint_id}"
+            head = column_bytes(head, where, "head")
+            try:
+                parsed = TreeHead.decode(head)
+            except VerificationError as exc:
+                raise VerificationError(f"{where}: {exc}") from None
             out.append(
                 Checkpoint(
-                    TreeHead.decode(bytes(head)),
-                    signer,
-                    bytes(key),
-                    bytes(signature),
+                    parsed,
+                    column_text(signer, where, "signer"),
+                    column_bytes(key, where, "key"),
+                    column_bytes(signature, where, "signature"),
                     tuple(cosigs.get(int(checkpoint_id), ())),
                 )
             )

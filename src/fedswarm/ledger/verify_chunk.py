@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from dataclasses import dataclass, field
+from typing import Any
 
 from fedswarm.crypto.batch import BatchVerificationError, verify_signatures
 from fedswarm.crypto.signing import SIGNATURE_SIZE
@@ -41,6 +42,7 @@ UpdateItem = tuple[int, str, bytes, int, str]
 """An ``update_submitted`` entry as ``(seq, author, key, round, update digest)``: cheaper to ship."""
 
 _SELECT_ENTRIES = "SELECT seq, record, kind, author, round FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq"
+_SELECT_NUMBERS = "SELECT seq FROM entries WHERE seq >= ? AND seq < ? ORDER BY seq"
 _SELECT_NODES = "SELECT idx, hash FROM nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx"
 _UPDATE_KIND = UpdateSubmitted.kind
 _sha256 = hashlib.sha256
@@ -81,7 +83,7 @@ class ChunkResult:
     covers: dict[int, list[bytes]] = field(default_factory=dict)
     top: list[bytes] = field(default_factory=list)
     node_error: tuple[int, int] | None = None
-    nodes_missing: bool = False
+    node_missing: tuple[int, int] | None = None
     error: tuple[int, str] | None = None
     bad_signatures: frozenset[int] = frozenset()
 
@@ -101,11 +103,7 @@ def check_chunk(conn: sqlite3.Connection, task: ChunkTask) -> ChunkResult:
     """Check the entries, signatures and Merkle nodes of one chunk; stop at the first bad entry."""
     result = ChunkResult()
     start, stop = task.start, task.stop
-    try:
-        rows = conn.execute(_SELECT_ENTRIES, (start, stop)).fetchall()
-    except (sqlite3.Error, UnicodeDecodeError) as exc:  # a text column damaged into invalid UTF-8
-        result.error = (start, f"cannot read entries {start}..{stop - 1}: {exc}")
-        return result
+    rows, unreadable = _read_entries(conn, start, stop)
     items = result.items
     leaves: list[bytes] = []
     signed: list[tuple[bytes, bytes, bytes]] = []
@@ -144,7 +142,9 @@ def check_chunk(conn: sqlite3.Connection, task: ChunkTask) -> ChunkResult:
         signed.append((key, message, record[-SIGNATURE_SIZE:]))
         leaves.append(_sha256(_LEAF_PREFIX + record).digest())
     else:
-        if expected != stop:
+        if unreadable is not None:
+            error = unreadable
+        elif expected != stop:
             error = (expected, f"missing from the log (it ends at entry {expected - 1})")
     try:
         verify_signatures(signed)
@@ -163,6 +163,26 @@ def check_chunk(conn: sqlite3.Connection, task: ChunkTask) -> ChunkResult:
     result.top = prefix_cover(levels, stop - start)
     _compare_nodes(conn, task, levels, result)
     return result
+
+
+def _read_entries(conn: sqlite3.Connection, start: int, stop: int) -> tuple[list[Any], tuple[int, str] | None]:
+    """The rows of entries ``[start, stop)``; when a row cannot be read (a text column damaged into invalid
+    UTF-8, a damaged page), the rows before the first unreadable one and ``(seq, why)`` for it."""
+    try:
+        return conn.execute(_SELECT_ENTRIES, (start, stop)).fetchall(), None
+    except (sqlite3.Error, UnicodeDecodeError) as exc:
+        failure = exc
+    try:  # the slow path, on failure only: row by row, to name the entry that cannot be read
+        numbers = [int(seq) for (seq,) in conn.execute(_SELECT_NUMBERS, (start, stop))]
+    except (sqlite3.Error, UnicodeDecodeError, TypeError, ValueError):
+        return [], (start, f"cannot read entries {start}..{stop - 1}: {failure}")
+    rows: list[Any] = []
+    for seq in numbers:
+        try:
+            rows.extend(conn.execute(_SELECT_ENTRIES, (seq, seq + 1)).fetchall())
+        except (sqlite3.Error, UnicodeDecodeError) as exc:
+            return rows, (seq, f"cannot read the row: {exc}")
+    return rows, (start, f"cannot read entries {start}..{stop - 1}: {failure}")
 
 
 def _failing(items: tuple[tuple[bytes, bytes, bytes], ...]) -> frozenset[int]:
@@ -217,4 +237,6 @@ def _compare_nodes(conn: sqlite3.Connection, task: ChunkTask, levels: list[list[
                 return
             previous = index
         if len(rows) != len(values):
-            result.nodes_missing = True
+            found = {index for index, _ in rows}
+            result.node_missing = (level, next(i for i in keys if i not in found))
+            return
