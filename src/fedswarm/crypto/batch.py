@@ -1,14 +1,21 @@
-"""Check many Ed25519 signatures in one call (RFC 8032, Josefsson and Liusvaara, 2017).
+"""Check many Ed25519 signatures in one call (RFC 8032, Josefsson and Liusvaara, 2017), strictly.
 
 :func:`verify_signatures` checks a sequence of ``(public key, message, signature)`` triples, each on its
 own, exactly as :meth:`fedswarm.crypto.signing.VerifyKey.verify` would, but without a Python object per
-key and per call: public keys are parsed once per distinct key and the loop calls the library directly.
-It is what a verifier of a long signed log runs over each chunk of records.
+key and per call: each distinct public key is checked once (:func:`fedswarm.crypto.signing.check_public_key`)
+and the loop calls libsodium directly. It is what a verifier of a long signed log runs over each chunk of
+records.
+
+The rules are libsodium's strict ones, the same as :class:`~fedswarm.crypto.signing.VerifyKey`'s (see
+:mod:`fedswarm.crypto.signing` and Chalkias, Garillot and Nikolaenko, "Taming the many EdDSAs", 2020): a key
+must be a canonical encoding of a point of prime order, ``S`` must be reduced and ``R`` must not be of
+small order. A key of small order, under which a forged signature verifies for every message in OpenSSL,
+is refused before any of its signatures is looked at.
 
 This is *not* batch verification in the sense of Bernstein et al., "High-speed high-security signatures"
-(2012): the ``cryptography`` package offers no multi-signature verification equation, and equations that
-combine signatures accept some signatures that single verification refuses (small-order components), so
-a log checked that way could pass here and fail at a replica. Every signature is verified individually.
+(2012): equations that combine signatures accept some signatures that single verification refuses
+(small-order components), so a log checked that way could pass here and fail at a replica. Every signature
+is verified individually.
 
 Like every check in :mod:`fedswarm.crypto`, it returns ``None`` or raises; the error names the position
 of the first signature that does not verify.
@@ -19,11 +26,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from nacl.bindings import crypto_sign_open
+from nacl.exceptions import BadSignatureError
 
 from fedswarm.core.errors import VerificationError
-from fedswarm.crypto.signing import PUBLIC_KEY_SIZE, SIGNATURE_SIZE
+from fedswarm.crypto.files import KeyMaterialError
+from fedswarm.crypto.signing import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, check_public_key
 
 __all__ = ["BatchVerificationError", "verify_signatures"]
 
@@ -50,29 +58,30 @@ def verify_signatures(items: Sequence[SignedItem]) -> None:
     Raises
     ------
     BatchVerificationError
-        At the first item whose key is malformed, whose signature has the wrong length or does not
-        verify; ``index`` is its position and the message says why.
+        At the first item whose key is malformed or refused (wrong length, not a canonical encoding of a
+        point of prime order), whose signature has the wrong length or does not verify; ``index`` is its
+        position and the message says why.
     """
-    keys: dict[bytes, ed25519.Ed25519PublicKey] = {}
+    checked: set[bytes] = set()
     index = 0
     try:
         for index, (public, message, signature) in enumerate(items):
-            key = keys.get(public)
-            if key is None:
+            if public not in checked:
                 if len(public) != PUBLIC_KEY_SIZE:
                     raise BatchVerificationError(
                         f"Ed25519 public key must be {PUBLIC_KEY_SIZE} bytes, got {len(public)}", index=index
                     )
                 try:
-                    key = keys[public] = ed25519.Ed25519PublicKey.from_public_bytes(public)
-                except ValueError:
-                    raise BatchVerificationError("Ed25519 public key does not decode", index=index) from None
+                    check_public_key(public, source=f"Ed25519 public key of signature {index}")
+                except KeyMaterialError as exc:
+                    raise BatchVerificationError(str(exc), index=index) from None
+                checked.add(public)
             if len(signature) != SIGNATURE_SIZE:
                 raise BatchVerificationError(
                     f"Ed25519 signature must be {SIGNATURE_SIZE} bytes, got {len(signature)}", index=index
                 )
-            key.verify(signature, message)
-    except InvalidSignature:
+            crypto_sign_open(b"".join((signature, message)), public)
+    except BadSignatureError:
         raise BatchVerificationError(
             f"Ed25519 signature does not verify under key {_fingerprint(items[index][0])}", index=index
         ) from None

@@ -279,10 +279,10 @@ class Replica:
                 item = record if isinstance(record, SignedEntry) else SignedEntry.from_record(record)
             except EntryError as exc:
                 raise VerificationError(f"entry {seq}: {exc}") from None
-            verify_key = keys.get(item.entry.key)
-            if verify_key is None and verify:
-                verify_key = keys[item.entry.key] = VerifyKey.from_raw(item.entry.key)
             try:
+                verify_key = keys.get(item.entry.key)
+                if verify_key is None and verify:
+                    verify_key = keys[item.entry.key] = VerifyKey.from_raw(item.entry.key)
                 if verify_key is not None:
                     verify_key.verify(item.message, item.signature)
                 trial.apply(item.entry)

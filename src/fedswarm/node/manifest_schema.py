@@ -14,6 +14,7 @@ import re
 from typing import Any, Literal, get_args
 
 from fedswarm.core.errors import VerificationError
+from fedswarm.crypto.signing import WeakKeyError, check_public_key
 
 __all__ = [
     "CA_DIR",
@@ -195,7 +196,11 @@ def _entry_is_valid(raw: object, path: str, version: int | None, problems: list[
     except ValueError as exc:
         problems.append(f"{path}.address: {exc}")
     _expect(raw, "tls_fingerprint", _HEX64, problems, path)
-    _expect(raw, "signing_key", _HEX64, problems, path)
+    if _expect(raw, "signing_key", _HEX64, problems, path):
+        try:
+            check_public_key(bytes.fromhex(raw["signing_key"]), source=f"{path}.signing_key")
+        except WeakKeyError as exc:
+            problems.append(str(exc))
     since = raw["since"]
     if not isinstance(since, int) or isinstance(since, bool) or since < 1:
         problems.append(f"{path}.since: {since!r} must be a positive integer (the manifest revision that added it)")
@@ -204,7 +209,9 @@ def _entry_is_valid(raw: object, path: str, version: int | None, problems: list[
     return len(problems) == before
 
 
-def _expect(value: dict[str, Any], key: str, pattern: re.Pattern[str], problems: list[str], path: str = "") -> None:
+def _expect(value: dict[str, Any], key: str, pattern: re.Pattern[str], problems: list[str], path: str = "") -> bool:
     item = value[key]
     if not isinstance(item, str) or not pattern.match(item):
         problems.append(f"{path + '.' if path else ''}{key}: {item!r} does not match {pattern.pattern}")
+        return False
+    return True

@@ -233,3 +233,18 @@ def test_a_newer_manifest_must_not_drop_a_member_without_revoking_it(out: Path) 
     members = tuple(e for e in manifest.members if e.name != "bank-c")
     with pytest.raises(VerificationError, match=re.escape("drops member 'bank-c'")):
         kits.update_kit(out / "bank-b", _publication(out, replace(manifest, version=2, members=members)), now=NOW)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "01" + "00" * 31,  # the identity: the "signature" R = identity, S = 0 verifies any message under it
+        "00" * 32,  # a point of order 4
+        "ec" + "ff" * 30 + "7f",  # y = p - 1 (order 2), as it is encoded
+    ],
+)
+def test_a_ca_signed_manifest_listing_a_weak_signing_key_is_refused_naming_it(out: Path, key: str) -> None:
+    value = _manifest_value(out)
+    _member(value, "bank-c")["signing_key"] = key
+    with pytest.raises(VerificationError, match=re.escape("members[bank-c].signing_key")):
+        SignedManifest.from_bytes(_signed_envelope(out, value), ca=_ca(out).certificate)
