@@ -14,9 +14,18 @@ import typer
 
 from fedswarm.cli.common import err_console, fail, guarded
 from fedswarm.core.errors import VerificationError
-from fedswarm.ledger.audit import Blame, blame, lineage, load_audit
+from fedswarm.ledger.audit import AuditLog, Blame, LineageStep, blame, lineage, load_audit
+from fedswarm.ledger.entries import EntryError
 from fedswarm.ledger.merkle import leaf_hash, verify_inclusion
-from fedswarm.ledger.report import audit_report, blame_json, describe, render_html
+from fedswarm.ledger.report import (
+    audit_report,
+    blame_json,
+    blame_text,
+    describe,
+    lineage_json,
+    lineage_text,
+    render_html,
+)
 from fedswarm.ledger.store import DB_NAME, LedgerStore, find_ledger
 from fedswarm.ledger.verify import VerifyReport, verify_ledger
 
@@ -46,6 +55,21 @@ PathArg = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON on stdout")]
+
+
+def _load_audit(path: Path) -> AuditLog:
+    """:func:`load_audit`, with a record that does not parse reported as a verification failure naming it."""
+    try:
+        return load_audit(path)
+    except EntryError:
+        folder = find_ledger(path)
+        store = LedgerStore(folder, readonly=True)
+        try:
+            for _ in store.entries():  # raises naming the database and the entry
+                pass
+        finally:
+            store.close()
+        raise VerificationError(f"{folder / DB_NAME}: a record does not parse") from None
 
 
 def _echo_json(value: Any) -> None:
@@ -240,65 +264,23 @@ def lineage_command(
 ) -> None:
     """The chain of rounds, inputs and contributors that produced a model."""
 
-    def run() -> tuple[str, list[dict[str, Any]]]:
+    def run() -> tuple[str, list[LineageStep]]:
         if verify:
             verify_ledger(path)
-        log = load_audit(path)
-        steps = lineage(log, model)
-        return log.created.initial_model, [
-            {
-                "round": s.round,
-                "entry": s.entry,
-                "strategy": s.strategy,
-                "base_model": s.base_model,
-                "model": s.model,
-                "contributors": [
-                    {"member": c.member, "update": c.update, "examples": c.examples, "norm": c.norm, "entry": c.seq}
-                    for c in s.contributors
-                ],
-                "rejected": s.rejected,
-                "dropouts": s.dropouts,
-                "metrics": s.metrics,
-            }
-            for s in steps
-        ]
+        log = _load_audit(path)
+        return log.created.initial_model, lineage(log, model)
 
     initial, steps = guarded(run)
     if json_:
-        _echo_json({"initial_model": initial, "steps": steps})
+        _echo_json(lineage_json(initial, steps))
         return
-    typer.echo(f"initial model {initial}")
-    for step in steps:
-        metrics = " ".join(f"{k}={v:.4g}" for k, v in step["metrics"].items() if v is not None)
-        typer.echo(
-            f"round {step['round']:>4} (entry {step['entry']}): {len(step['contributors'])} updates -> "
-            f"{step['model']} {metrics}"
-        )
-        for c in step["contributors"]:
-            typer.echo(
-                f"           {c['member']:<14} update {c['update'][:16]} examples={c['examples']} norm={c['norm']:.4g}"
-            )
-        for name, reason in {**step["rejected"], **step["dropouts"]}.items():
-            typer.echo(f"           {name:<14} excluded: {reason}")
+    for line in lineage_text(initial, steps):
+        typer.echo(line)
 
 
 def _blame_text(result: Blame) -> None:
-    typer.echo(
-        f"{result.metric} ({result.scope}) shifted most from round {result.previous_round} ({result.before:.4g}) to "
-        f"round {result.round} ({result.after:.4g}): {result.change:+.4g}"
-    )
-
-    def fmt(value: float | None) -> str:
-        return "-" if value is None else f"{value:.4g}"
-
-    typer.echo(
-        f"{'round':>5}  {'member':<14} {'examples':>8} {'norm':>10} {'dist→agg':>10} {'cos→agg':>8} {'dist→mean':>10}"
-    )
-    for c in result.contributors:
-        typer.echo(
-            f"{c.round:>5}  {c.member:<14} {c.examples:>8} {c.norm:>10.4g} {fmt(c.distance_to_aggregate):>10} "
-            f"{fmt(c.cosine_to_aggregate):>8} {fmt(c.distance_to_mean):>10}"
-        )
+    for line in blame_text(result):
+        typer.echo(line)
     if result.contributors and not any(c.retained for c in result.contributors):
         err_console.print("[yellow]note:[/] updates were not retained: distances are unavailable", markup=True)
 
@@ -321,7 +303,7 @@ def blame_command(
     def run() -> Blame:
         if verify:
             verify_ledger(path)
-        return blame(load_audit(path), metric=metric, scope=chosen)
+        return blame(_load_audit(path), metric=metric, scope=chosen)
 
     result = guarded(run)
     if json_:
@@ -347,7 +329,7 @@ def export_command(
             report = verify_ledger(path)
         except VerificationError as exc:
             error = str(exc)
-        data = audit_report(load_audit(path), report, error=error)
+        data = audit_report(_load_audit(path), report, error=error)
         return json.dumps(data, indent=2) + "\n" if format_ == "json" else render_html(data)
 
     text = guarded(run)

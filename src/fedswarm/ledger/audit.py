@@ -2,18 +2,25 @@
 
 :func:`load_audit` replays a ledger into an :class:`AuditLog` (rounds, their updates, aggregates and
 evaluations). :func:`lineage` walks from a model back to the initial model: each step is a round with
-its base model, the updates (digest, contributor, examples, norm) that produced the next model, and the
-members whose updates were refused. :func:`blame` finds the round where a metric changed most between
-two consecutive evaluations and lists each contributor's update statistics for the rounds in between:
-examples, L2 norm, and, when updates were retained, the L2 distance and cosine similarity to the applied
-aggregate step (new model minus base model) and the distance to the example-weighted mean of the round's
-updates.
+its base model, its contributors with their updates (digest, examples, norm) that produced the next
+model, and the members whose updates were refused. :func:`blame` finds the round where a metric changed
+most between two consecutive evaluations (and the other pairs of rounds whose change ties with it) and
+lists each contributor's update statistics for the rounds in between: examples, L2 norm, and, when
+updates were retained, the L2 distance and cosine similarity to the applied aggregate step (new model
+minus base model) and the distance to the example-weighted mean of the round's updates.
+
+A round aggregated privately (secure aggregation, CKKS, central DP, group-wise aggregation) commits its
+contributors without inputs: nobody held an individual update, so the ledger has no per-update digest.
+Lineage lists such a round's contributors without updates, and blame gives no per-contributor statistics
+for it but says why (:data:`PRIVATE_REASON`); the aggregate step of the round is still known.
 
 Run these on a verified ledger (the CLI verifies first): they read entries, they do not re-check them.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,13 +46,18 @@ from fedswarm.ledger.models import ObjectStore
 from fedswarm.ledger.store import LedgerStore, find_ledger
 
 __all__ = [
+    "PRIVATE_REASON",
+    "TIE_TOLERANCE",
     "AuditError",
     "AuditLog",
     "AuditRound",
     "Blame",
+    "Contributor",
     "ContributorStats",
     "LineageStep",
+    "Shift",
     "Submission",
+    "aggregated_privately",
     "blame",
     "lineage",
     "load_audit",
@@ -53,6 +65,15 @@ __all__ = [
 ]
 
 Scope = Literal["central", "members"]
+
+PRIVATE_REASON = (
+    "the updates were aggregated privately (secure aggregation, CKKS, central DP or group-wise aggregation): "
+    "the ledger holds no per-update digest, only the contributors and the aggregate"
+)
+"""Why a round has no per-contributor update statistics."""
+
+TIE_TOLERANCE = 1e-9
+"""Relative tolerance within which two metric changes count as equally large (plus 1e-12 absolute)."""
 
 
 class AuditError(FedswarmError):
@@ -206,15 +227,66 @@ def resolve_model(log: AuditLog, model: str) -> str:
     return matches[0]
 
 
+def aggregated_privately(aggregate: AggregateCommitted) -> bool:
+    """Whether a round's contributors are committed without update digests (see :data:`PRIVATE_REASON`)."""
+    return not aggregate.inputs and bool(aggregate.contributors)
+
+
+def _submissions(record: AuditRound, aggregate: AggregateCommitted) -> tuple[Submission, ...]:
+    """The ``update_submitted`` entries behind a round's inputs, aligned with its contributors.
+
+    Empty for a round aggregated privately.
+
+    Raises
+    ------
+    AuditError
+        If an input is not the update its contributor submitted in that round.
+    """
+    if aggregated_privately(aggregate):
+        return ()
+    if len(aggregate.inputs) != len(aggregate.contributors):
+        raise AuditError(
+            f"round {record.round}: {len(aggregate.inputs)} inputs for {len(aggregate.contributors)} contributors"
+        )
+    out = []
+    for name, update in zip(aggregate.contributors, aggregate.inputs, strict=True):
+        submission = record.submissions.get(name)
+        if submission is None or submission.update != update:
+            raise AuditError(f"round {record.round}: the update {update[:16]} of {name} is not in the ledger")
+        out.append(submission)
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Contributor:
+    """A member whose update went into a round's aggregate.
+
+    ``update``, ``examples``, ``norm`` and ``seq`` (its ``update_submitted`` entry) are ``None`` when the
+    round was aggregated privately; ``weight`` is the aggregation weight the aggregate commits.
+    """
+
+    member: str
+    weight: float
+    update: str | None
+    examples: int | None
+    norm: float | None
+    seq: int | None
+
+
 @dataclass(frozen=True, slots=True)
 class LineageStep:
-    """One round on the way to a model: ``base_model`` plus ``inputs`` gave ``model``."""
+    """One round on the way to a model: ``base_model`` plus the contributors' updates gave ``model``.
+
+    ``private``: the round's inputs were aggregated privately, so its contributors carry no update
+    (:data:`PRIVATE_REASON`).
+    """
 
     round: int
     strategy: str
     base_model: str
     model: str
-    contributors: tuple[Submission, ...]
+    contributors: tuple[Contributor, ...]
+    private: bool
     rejected: dict[str, str]
     dropouts: dict[str, str]
     metrics: dict[str, float | None]
@@ -241,12 +313,17 @@ def lineage(log: AuditLog, model: str) -> list[LineageStep]:
         if record is None or record.aggregate is None or record.aggregate_seq is None:
             raise AuditError(f"no aggregate in the ledger produced model {digest}")
         aggregate = record.aggregate
-        contributors = []
-        for name, update in zip(aggregate.contributors, aggregate.inputs, strict=True):
-            submission = record.submissions.get(name)
-            if submission is None or submission.update != update:
-                raise AuditError(f"round {record.round}: the update of {name} is not in the ledger")
-            contributors.append(submission)
+        private = aggregated_privately(aggregate)
+        if private:
+            contributors = tuple(
+                Contributor(name, weight, None, None, None, None)
+                for name, weight in zip(aggregate.contributors, aggregate.weights, strict=True)
+            )
+        else:
+            contributors = tuple(
+                Contributor(s.member, weight, s.update, s.examples, s.norm, s.seq)
+                for s, weight in zip(_submissions(record, aggregate), aggregate.weights, strict=True)
+            )
         metrics: dict[str, float | None] = {}
         for evaluation in record.evaluations:
             if evaluation.model == aggregate.model:
@@ -258,7 +335,8 @@ def lineage(log: AuditLog, model: str) -> list[LineageStep]:
                 strategy=aggregate.strategy,
                 base_model=aggregate.base_model,
                 model=aggregate.model,
-                contributors=tuple(contributors),
+                contributors=contributors,
+                private=private,
                 rejected=dict(aggregate.rejected),
                 dropouts=dict(aggregate.dropouts),
                 metrics=metrics,
@@ -286,8 +364,29 @@ class ContributorStats:
 
 
 @dataclass(frozen=True, slots=True)
+class Shift:
+    """The change of a metric between two consecutive evaluations."""
+
+    previous_round: int
+    round: int
+    before: float
+    after: float
+
+    @property
+    def change(self) -> float:
+        """``after - before``."""
+        return self.after - self.before
+
+
+@dataclass(frozen=True, slots=True)
 class Blame:
-    """The largest change of ``metric`` between consecutive evaluations, and who contributed to it."""
+    """The largest change of ``metric`` between consecutive evaluations, and who contributed to it.
+
+    ``ties`` are the other pairs of evaluations whose change is as large (within :data:`TIE_TOLERANCE`);
+    the blamed pair is the earliest of them. ``contributors`` hold statistics of the updates that were
+    seen; ``private_rounds`` maps each round of ``rounds`` aggregated privately to its contributors, who
+    have no statistics (:data:`PRIVATE_REASON`).
+    """
 
     metric: str
     scope: Scope
@@ -299,6 +398,8 @@ class Blame:
     rounds: tuple[int, ...]
     aggregate_norms: dict[int, float | None]
     contributors: tuple[ContributorStats, ...]
+    ties: tuple[Shift, ...]
+    private_rounds: dict[int, tuple[str, ...]]
 
     @property
     def change(self) -> float:
@@ -323,6 +424,64 @@ def _vector(objects: ObjectStore, digest: str) -> npt.NDArray[np.float64] | None
     return objects.get_parameters(digest).flatten(np.float64)
 
 
+def _step(log: AuditLog, aggregate: AggregateCommitted) -> npt.NDArray[np.float64] | None:
+    """The applied aggregate step (new model minus base model), when both models are stored."""
+    base, new = _vector(log.objects, aggregate.base_model), _vector(log.objects, aggregate.model)
+    if base is None or new is None or base.shape != new.shape:
+        return None
+    return new - base
+
+
+def _largest(series: list[tuple[int, float]]) -> tuple[Shift, tuple[Shift, ...]]:
+    """The earliest largest shift between consecutive values of ``series``, and the shifts that tie with it."""
+    shifts = [Shift(a, b, x, y) for (a, x), (b, y) in itertools.pairwise(series)]
+    largest = max(abs(s.change) for s in shifts)
+    tied = [s for s in shifts if math.isclose(abs(s.change), largest, rel_tol=TIE_TOLERANCE, abs_tol=1e-12)]
+    return tied[0], tuple(tied[1:])
+
+
+def _round_stats(log: AuditLog, record: AuditRound, aggregate: AggregateCommitted) -> list[ContributorStats]:
+    """Statistics of the updates of a round that was not aggregated privately."""
+    submissions = _submissions(record, aggregate)
+    step = _step(log, aggregate)
+    vectors: dict[str, npt.NDArray[np.float64]] = {}
+    for submission in submissions:
+        vector = _vector(log.objects, submission.update)
+        if vector is not None:
+            vectors[submission.member] = vector
+    mean: npt.NDArray[np.float64] | None = None
+    if vectors and len(vectors) == len(submissions):
+        weights = np.asarray(aggregate.weights, dtype=np.float64)
+        if weights.sum() <= 0:
+            weights = np.ones_like(weights)
+        stacked = np.stack([vectors[s.member] for s in submissions])
+        mean = weights @ stacked / weights.sum()
+    stats = []
+    for submission in submissions:
+        vector = vectors.get(submission.member)
+        distance = cosine = to_mean = None
+        if vector is not None and step is not None and vector.shape == step.shape:
+            distance = float(np.linalg.norm(vector - step))
+            denominator = float(np.linalg.norm(vector) * np.linalg.norm(step))
+            cosine = float(vector @ step / denominator) if denominator > 0 else None
+        if vector is not None and mean is not None:
+            to_mean = float(np.linalg.norm(vector - mean))
+        stats.append(
+            ContributorStats(
+                round=record.round,
+                member=submission.member,
+                update=submission.update,
+                examples=submission.examples,
+                norm=submission.norm,
+                distance_to_aggregate=distance,
+                cosine_to_aggregate=cosine,
+                distance_to_mean=to_mean,
+                retained=vector is not None,
+            )
+        )
+    return stats
+
+
 def blame(log: AuditLog, *, metric: str = "accuracy", scope: Scope | None = None) -> Blame:
     """Find the round where ``metric`` shifted most and the statistics of its contributors.
 
@@ -339,7 +498,7 @@ def blame(log: AuditLog, *, metric: str = "accuracy", scope: Scope | None = None
     Raises
     ------
     AuditError
-        If the metric was evaluated fewer than twice.
+        If the metric was evaluated fewer than twice, or an aggregate's input is not in the ledger.
     """
     scopes: tuple[Scope, ...] = (scope,) if scope is not None else ("central", "members")
     series: list[tuple[int, float]] = []
@@ -353,65 +512,33 @@ def blame(log: AuditLog, *, metric: str = "accuracy", scope: Scope | None = None
         raise AuditError(
             f"metric {metric!r} ({'/'.join(scopes)}) is evaluated in {len(series)} round(s); two are needed"
         )
-    best = max(range(1, len(series)), key=lambda i: (abs(series[i][1] - series[i - 1][1]), -i))
-    (previous_round, before), (round_, after) = series[best - 1], series[best]
-    rounds = tuple(r for r in log.rounds if previous_round < r <= round_)
+    shift, ties = _largest(series)
+    rounds = tuple(r for r in log.rounds if shift.previous_round < r <= shift.round)
     contributors: list[ContributorStats] = []
     aggregate_norms: dict[int, float | None] = {}
+    private_rounds: dict[int, tuple[str, ...]] = {}
     for number in rounds:
         record = log.rounds[number]
         aggregate = record.aggregate
         if aggregate is None:
             continue
-        step: npt.NDArray[np.float64] | None = None
-        base, new = _vector(log.objects, aggregate.base_model), _vector(log.objects, aggregate.model)
-        if base is not None and new is not None and base.shape == new.shape:
-            step = new - base
+        step = _step(log, aggregate)
         aggregate_norms[number] = float(np.linalg.norm(step)) if step is not None else None
-        vectors: dict[str, npt.NDArray[np.float64]] = {}
-        for name in aggregate.contributors:
-            vector = _vector(log.objects, record.submissions[name].update)
-            if vector is not None:
-                vectors[name] = vector
-        mean: npt.NDArray[np.float64] | None = None
-        if vectors and len(vectors) == len(aggregate.contributors):
-            weights = np.asarray(aggregate.weights, dtype=np.float64)
-            if weights.sum() <= 0:
-                weights = np.ones_like(weights)
-            stacked = np.stack([vectors[name] for name in aggregate.contributors])
-            mean = weights @ stacked / weights.sum()
-        for name in aggregate.contributors:
-            submission = record.submissions[name]
-            vector = vectors.get(name)
-            distance = cosine = to_mean = None
-            if vector is not None and step is not None and vector.shape == step.shape:
-                distance = float(np.linalg.norm(vector - step))
-                denominator = float(np.linalg.norm(vector) * np.linalg.norm(step))
-                cosine = float(vector @ step / denominator) if denominator > 0 else None
-            if vector is not None and mean is not None:
-                to_mean = float(np.linalg.norm(vector - mean))
-            contributors.append(
-                ContributorStats(
-                    round=number,
-                    member=name,
-                    update=submission.update,
-                    examples=submission.examples,
-                    norm=submission.norm,
-                    distance_to_aggregate=distance,
-                    cosine_to_aggregate=cosine,
-                    distance_to_mean=to_mean,
-                    retained=vector is not None,
-                )
-            )
+        if aggregated_privately(aggregate):
+            private_rounds[number] = tuple(aggregate.contributors)
+        else:
+            contributors.extend(_round_stats(log, record, aggregate))
     return Blame(
         metric=metric,
         scope=chosen,
         series=tuple(series),
-        round=round_,
-        previous_round=previous_round,
-        before=before,
-        after=after,
+        round=shift.round,
+        previous_round=shift.previous_round,
+        before=shift.before,
+        after=shift.after,
         rounds=rounds,
         aggregate_norms=aggregate_norms,
         contributors=tuple(contributors),
+        ties=ties,
+        private_rounds=private_rounds,
     )

@@ -1,13 +1,27 @@
-"""Audit reports of a ledger (JSON and self-contained HTML) and one-line descriptions of entries."""
+"""Audit reports of a ledger (JSON and self-contained HTML), lineage and blame as JSON and text, and one-line
+descriptions of entries.
+
+A round aggregated privately (no per-update digest, see :data:`~fedswarm.ledger.audit.PRIVATE_REASON`) is
+shown with its contributors and ``private: true``, never as a round without updates.
+"""
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fedswarm.ledger.audit import AuditError, AuditLog, Blame, blame
+from fedswarm.ledger.audit import (
+    PRIVATE_REASON,
+    TIE_TOLERANCE,
+    AuditError,
+    AuditLog,
+    Blame,
+    LineageStep,
+    aggregated_privately,
+    blame,
+)
 from fedswarm.ledger.entries import (
     AggregateCommitted,
     Entry,
@@ -21,7 +35,16 @@ from fedswarm.ledger.entries import (
 )
 from fedswarm.ledger.verify import VerifyReport
 
-__all__ = ["REPORT_FORMAT", "audit_report", "blame_json", "describe", "render_html"]
+__all__ = [
+    "REPORT_FORMAT",
+    "audit_report",
+    "blame_json",
+    "blame_text",
+    "describe",
+    "lineage_json",
+    "lineage_text",
+    "render_html",
+]
 
 REPORT_FORMAT = "fedswarm/audit-report/v1"
 
@@ -57,7 +80,11 @@ def describe(entry: Entry) -> str:
         extra = ""
         if body.rejected or body.dropouts:
             extra = f", {len(body.rejected)} rejected, {len(body.dropouts)} dropped out"
-        return f"round {body.round}: {len(body.inputs)} updates -> model {_short(body.model)}{extra}"
+        if aggregated_privately(body):
+            inputs = f"{len(body.contributors)} contributors aggregated privately (no update digests)"
+        else:
+            inputs = f"{len(body.inputs)} updates"
+        return f"round {body.round}: {inputs} -> model {_short(body.model)}{extra}"
     if isinstance(body, EvaluationReported):
         who = "held-out set" if body.scope == "central" else f"{body.members} members"
         return f"round {body.round}: model {_short(body.model)} on {who}: {_metrics(body.metrics)}"
@@ -67,8 +94,84 @@ def describe(entry: Entry) -> str:
     return f"round {body.round}: {body.member} {body.action}: {body.reason} {_metrics(body.scores)}"
 
 
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def lineage_json(initial_model: str, steps: Sequence[LineageStep]) -> dict[str, Any]:
+    """JSON form of a model's lineage (:func:`~fedswarm.ledger.audit.lineage`).
+
+    Each step lists every contributor; in a step with ``private: true`` their ``update``, ``examples``,
+    ``norm`` and ``entry`` are ``null`` and ``note`` says why.
+    """
+    return {
+        "initial_model": initial_model,
+        "steps": [
+            {
+                "round": s.round,
+                "entry": s.entry,
+                "strategy": s.strategy,
+                "base_model": s.base_model,
+                "model": s.model,
+                "private": s.private,
+                "note": PRIVATE_REASON if s.private else None,
+                "contributors": [
+                    {
+                        "member": c.member,
+                        "weight": c.weight,
+                        "update": c.update,
+                        "examples": c.examples,
+                        "norm": c.norm,
+                        "entry": c.seq,
+                    }
+                    for c in s.contributors
+                ],
+                "rejected": s.rejected,
+                "dropouts": s.dropouts,
+                "metrics": s.metrics,
+            }
+            for s in steps
+        ],
+    }
+
+
+def lineage_text(initial_model: str, steps: Sequence[LineageStep]) -> list[str]:
+    """A model's lineage as lines of text: one line per round, then one per contributor and exclusion."""
+    lines = [f"initial model {initial_model}"]
+    for step in steps:
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in step.metrics.items() if v is not None)
+        n = len(step.contributors)
+        inputs = f"{n} contributors aggregated privately (no per-update digest)" if step.private else f"{n} updates"
+        lines.append(f"round {step.round:>4} (entry {step.entry}): {inputs} -> {step.model} {metrics}".rstrip())
+        for c in step.contributors:
+            if c.update is None:
+                lines.append(f"           {c.member:<14} weight={c.weight:.4g}, update aggregated privately")
+            else:
+                lines.append(
+                    f"           {c.member:<14} update {c.update[:16]} examples={c.examples} norm={_fmt(c.norm)}"
+                )
+        for name, reason in {**step.rejected, **step.dropouts}.items():
+            lines.append(f"           {name:<14} excluded: {reason}")
+    return lines
+
+
+def _shift_json(previous_round: int, round_: int, before: float, after: float) -> dict[str, Any]:
+    return {
+        "previous_round": previous_round,
+        "round": round_,
+        "before": before,
+        "after": after,
+        "change": after - before,
+    }
+
+
 def blame_json(result: Blame) -> dict[str, Any]:
-    """JSON form of a :class:`~fedswarm.ledger.audit.Blame`."""
+    """JSON form of a :class:`~fedswarm.ledger.audit.Blame`.
+
+    ``ties`` lists the other pairs of rounds whose change is as large (relative tolerance
+    ``tie_tolerance``); ``private_rounds`` the rounds in ``rounds`` without per-contributor statistics,
+    with their contributors and the reason.
+    """
     return {
         "metric": result.metric,
         "scope": result.scope,
@@ -93,8 +196,43 @@ def blame_json(result: Blame) -> dict[str, Any]:
             }
             for c in result.contributors
         ],
+        "ties": [_shift_json(t.previous_round, t.round, t.before, t.after) for t in result.ties],
+        "tie_tolerance": TIE_TOLERANCE,
+        "private_rounds": [
+            {"round": number, "contributors": list(names), "reason": PRIVATE_REASON}
+            for number, names in result.private_rounds.items()
+        ],
         "series": [[r, v] for r, v in result.series],
     }
+
+
+def blame_text(result: Blame) -> list[str]:
+    """A blame as lines of text: the shift, its ties, the contributors' statistics, and the rounds without."""
+    lines = [
+        f"{result.metric} ({result.scope}) shifted most from round {result.previous_round} ({result.before:.4g}) to "
+        f"round {result.round} ({result.after:.4g}): {result.change:+.4g}"
+    ]
+    if result.ties:
+        pairs = ", ".join(f"round {t.previous_round} to {t.round} ({t.change:+.4g})" for t in result.ties)
+        lines.append(f"tied with {len(result.ties)} other shift(s) of the same size: {pairs}")
+    if result.contributors:
+        lines.append(
+            f"{'round':>5}  {'member':<14} {'examples':>8} {'norm':>10} {'dist→agg':>10} {'cos→agg':>8} "
+            f"{'dist→mean':>10}"
+        )
+    for c in result.contributors:
+        lines.append(
+            f"{c.round:>5}  {c.member:<14} {c.examples:>8} {c.norm:>10.4g} {_fmt(c.distance_to_aggregate):>10} "
+            f"{_fmt(c.cosine_to_aggregate):>8} {_fmt(c.distance_to_mean):>10}"
+        )
+    for number, names in result.private_rounds.items():
+        norm = result.aggregate_norms.get(number)
+        step = f"; aggregate step norm {norm:.4g}" if norm is not None else ""
+        lines.append(
+            f"round {number}: {len(names)} contributors ({', '.join(names)}), no per-contributor statistics{step}"
+        )
+        lines.append(f"{'':>7}why: {PRIVATE_REASON}")
+    return lines
 
 
 def audit_report(log: AuditLog, verification: VerifyReport | None, *, error: str | None = None) -> dict[str, Any]:
@@ -114,7 +252,9 @@ def audit_report(log: AuditLog, verification: VerifyReport | None, *, error: str
                 "round": number,
                 "leader": record.opened.leader if record.opened else None,
                 "selected": len(record.opened.selected) if record.opened else 0,
-                "accepted": len(aggregate.inputs) if aggregate else 0,
+                "accepted": len(aggregate.contributors) if aggregate else 0,
+                "contributors": list(aggregate.contributors) if aggregate else [],
+                "private": aggregated_privately(aggregate) if aggregate else False,
                 "rejected": dict(aggregate.rejected) if aggregate else {},
                 "dropouts": dict(aggregate.dropouts) if aggregate else {},
                 "model": aggregate.model if aggregate else None,
@@ -247,13 +387,25 @@ def render_html(report: Mapping[str, Any]) -> str:
     parts.append("<h2>Rounds</h2>")
     parts.append(
         _table(
-            ["round", "leader", "selected", "accepted", "rejected", "dropouts", "model", "held-out", "members"],
+            [
+                "round",
+                "leader",
+                "selected",
+                "accepted",
+                "inputs",
+                "rejected",
+                "dropouts",
+                "model",
+                "held-out",
+                "members",
+            ],
             [
                 [
                     r["round"],
                     r["leader"],
                     r["selected"],
                     r["accepted"],
+                    "aggregated privately" if r["private"] else "updates",
                     len(r["rejected"]),
                     len(r["dropouts"]),
                     (r["model"] or "")[:16],
@@ -285,23 +437,39 @@ def render_html(report: Mapping[str, Any]) -> str:
             f"<h2>Largest shift of {html.escape(blamed['metric'])}</h2><p>From round {blamed['previous_round']} "
             f"({blamed['before']:.4g}) to round {blamed['round']} ({blamed['after']:.4g}).</p>"
         )
-        parts.append(
-            _table(
-                ["round", "member", "examples", "norm", "distance to aggregate", "cosine", "distance to mean"],
-                [
-                    [
-                        c["round"],
-                        c["member"],
-                        c["examples"],
-                        c["norm"],
-                        c["distance_to_aggregate"],
-                        c["cosine_to_aggregate"],
-                        c["distance_to_mean"],
-                    ]
-                    for c in blamed["contributors"]
-                ],
+        if blamed["ties"]:
+            pairs = ", ".join(
+                f"round {t['previous_round']} to {t['round']} ({t['change']:+.4g})" for t in blamed["ties"]
             )
-        )
+            parts.append(
+                f"<p class='warn'>Tied with {len(blamed['ties'])} other shift(s) of the same size: {pairs}.</p>"
+            )
+        for private in blamed["private_rounds"]:
+            norm = blamed["aggregate_norms"].get(str(private["round"]))
+            step = f"; aggregate step norm {norm:.4g}" if isinstance(norm, float) else ""
+            parts.append(
+                f"<p>Round {private['round']}: {len(private['contributors'])} contributors "
+                f"({html.escape(', '.join(private['contributors']))}), no per-contributor statistics{step}. "
+                f"Why: {html.escape(private['reason'])}.</p>"
+            )
+        if blamed["contributors"]:
+            parts.append(
+                _table(
+                    ["round", "member", "examples", "norm", "distance to aggregate", "cosine", "distance to mean"],
+                    [
+                        [
+                            c["round"],
+                            c["member"],
+                            c["examples"],
+                            c["norm"],
+                            c["distance_to_aggregate"],
+                            c["cosine_to_aggregate"],
+                            c["distance_to_mean"],
+                        ]
+                        for c in blamed["contributors"]
+                    ],
+                )
+            )
     embedded = json.dumps(report).replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
     parts.append(f"<script type='application/json' id='report'>{embedded}</script>")
     parts.append("</body></html>")
