@@ -14,7 +14,8 @@ import typer
 
 from fedswarm.cli.common import err_console, fail, guarded
 from fedswarm.core.errors import VerificationError
-from fedswarm.ledger.audit import AuditLog, Blame, LineageStep, blame, lineage, load_audit
+from fedswarm.ledger.audit import AuditLog, LineageStep, lineage, load_audit
+from fedswarm.ledger.blame import Blame, blame
 from fedswarm.ledger.entries import EntryError
 from fedswarm.ledger.merkle import leaf_hash, verify_inclusion
 from fedswarm.ledger.report import (
@@ -24,8 +25,8 @@ from fedswarm.ledger.report import (
     describe,
     lineage_json,
     lineage_text,
-    render_html,
 )
+from fedswarm.ledger.report_html import render_html
 from fedswarm.ledger.store import DB_NAME, LedgerStore, find_ledger
 from fedswarm.ledger.verify import VerifyReport, verify_ledger
 

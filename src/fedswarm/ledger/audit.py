@@ -3,7 +3,7 @@
 :func:`load_audit` replays a ledger into an :class:`AuditLog` (rounds, their updates, aggregates and
 evaluations). :func:`lineage` walks from a model back to the initial model: each step is a round with
 its base model, its contributors with their updates (digest, examples, norm) that produced the next
-model, and the members whose updates were refused. :func:`blame` finds the round where a metric changed
+model, and the members whose updates were refused. :func:`fedswarm.ledger.blame.blame` finds the round where a metric changed
 most between two consecutive evaluations (and the other pairs of rounds whose change ties with it) and
 lists each contributor's update statistics for the rounds in between: examples, L2 norm, and, when
 updates were retained, the L2 distance and cosine similarity to the applied aggregate step (new model
@@ -19,15 +19,10 @@ Run these on a verified ledger (the CLI verifies first): they read entries, they
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
-
-import numpy as np
-import numpy.typing as npt
 
 from fedswarm.core.errors import FedswarmError, VerificationError
 from fedswarm.ledger.entries import (
@@ -47,21 +42,17 @@ from fedswarm.ledger.store import LedgerStore, find_ledger
 
 __all__ = [
     "PRIVATE_REASON",
-    "TIE_TOLERANCE",
     "AuditError",
     "AuditLog",
     "AuditRound",
-    "Blame",
     "Contributor",
-    "ContributorStats",
     "LineageStep",
-    "Shift",
     "Submission",
     "aggregated_privately",
-    "blame",
     "lineage",
     "load_audit",
     "resolve_model",
+    "round_submissions",
 ]
 
 Scope = Literal["central", "members"]
@@ -71,9 +62,6 @@ PRIVATE_REASON = (
     "the ledger holds no per-update digest, only the contributors and the aggregate"
 )
 """Why a round has no per-contributor update statistics."""
-
-TIE_TOLERANCE = 1e-9
-"""Relative tolerance within which two metric changes count as equally large (plus 1e-12 absolute)."""
 
 
 class AuditError(FedswarmError):
@@ -232,7 +220,7 @@ def aggregated_privately(aggregate: AggregateCommitted) -> bool:
     return not aggregate.inputs and bool(aggregate.contributors)
 
 
-def _submissions(record: AuditRound, aggregate: AggregateCommitted) -> tuple[Submission, ...]:
+def round_submissions(record: AuditRound, aggregate: AggregateCommitted) -> tuple[Submission, ...]:
     """The ``update_submitted`` entries behind a round's inputs, aligned with its contributors.
 
     Empty for a round aggregated privately.
@@ -322,7 +310,7 @@ def lineage(log: AuditLog, model: str) -> list[LineageStep]:
         else:
             contributors = tuple(
                 Contributor(s.member, weight, s.update, s.examples, s.norm, s.seq)
-                for s, weight in zip(_submissions(record, aggregate), aggregate.weights, strict=True)
+                for s, weight in zip(round_submissions(record, aggregate), aggregate.weights, strict=True)
             )
         metrics: dict[str, float | None] = {}
         for evaluation in record.evaluations:
@@ -346,199 +334,3 @@ def lineage(log: AuditLog, model: str) -> list[LineageStep]:
         digest = aggregate.base_model
     steps.reverse()
     return steps
-
-
-@dataclass(frozen=True, slots=True)
-class ContributorStats:
-    """One contributor's update in a blamed round."""
-
-    round: int
-    member: str
-    update: str
-    examples: int
-    norm: float
-    distance_to_aggregate: float | None
-    cosine_to_aggregate: float | None
-    distance_to_mean: float | None
-    retained: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Shift:
-    """The change of a metric between two consecutive evaluations."""
-
-    previous_round: int
-    round: int
-    before: float
-    after: float
-
-    @property
-    def change(self) -> float:
-        """``after - before``."""
-        return self.after - self.before
-
-
-@dataclass(frozen=True, slots=True)
-class Blame:
-    """The largest change of ``metric`` between consecutive evaluations, and who contributed to it.
-
-    ``ties`` are the other pairs of evaluations whose change is as large (within :data:`TIE_TOLERANCE`);
-    the blamed pair is the earliest of them. ``contributors`` hold statistics of the updates that were
-    seen; ``private_rounds`` maps each round of ``rounds`` aggregated privately to its contributors, who
-    have no statistics (:data:`PRIVATE_REASON`).
-    """
-
-    metric: str
-    scope: Scope
-    series: tuple[tuple[int, float], ...]
-    round: int
-    previous_round: int
-    before: float
-    after: float
-    rounds: tuple[int, ...]
-    aggregate_norms: dict[int, float | None]
-    contributors: tuple[ContributorStats, ...]
-    ties: tuple[Shift, ...]
-    private_rounds: dict[int, tuple[str, ...]]
-
-    @property
-    def change(self) -> float:
-        """``after - before``."""
-        return self.after - self.before
-
-
-def _series(log: AuditLog, metric: str, scope: Scope) -> list[tuple[int, float]]:
-    out = []
-    for number, record in log.rounds.items():
-        for evaluation in record.evaluations:
-            value = evaluation.metrics.get(metric)
-            if evaluation.scope == scope and value is not None:
-                out.append((number, float(value)))
-                break
-    return out
-
-
-def _vector(objects: ObjectStore, digest: str) -> npt.NDArray[np.float64] | None:
-    if not objects.has(digest):
-        return None
-    return objects.get_parameters(digest).flatten(np.float64)
-
-
-def _step(log: AuditLog, aggregate: AggregateCommitted) -> npt.NDArray[np.float64] | None:
-    """The applied aggregate step (new model minus base model), when both models are stored."""
-    base, new = _vector(log.objects, aggregate.base_model), _vector(log.objects, aggregate.model)
-    if base is None or new is None or base.shape != new.shape:
-        return None
-    return new - base
-
-
-def _largest(series: list[tuple[int, float]]) -> tuple[Shift, tuple[Shift, ...]]:
-    """The earliest largest shift between consecutive values of ``series``, and the shifts that tie with it."""
-    shifts = [Shift(a, b, x, y) for (a, x), (b, y) in itertools.pairwise(series)]
-    largest = max(abs(s.change) for s in shifts)
-    tied = [s for s in shifts if math.isclose(abs(s.change), largest, rel_tol=TIE_TOLERANCE, abs_tol=1e-12)]
-    return tied[0], tuple(tied[1:])
-
-
-def _round_stats(log: AuditLog, record: AuditRound, aggregate: AggregateCommitted) -> list[ContributorStats]:
-    """Statistics of the updates of a round that was not aggregated privately."""
-    submissions = _submissions(record, aggregate)
-    step = _step(log, aggregate)
-    vectors: dict[str, npt.NDArray[np.float64]] = {}
-    for submission in submissions:
-        vector = _vector(log.objects, submission.update)
-        if vector is not None:
-            vectors[submission.member] = vector
-    mean: npt.NDArray[np.float64] | None = None
-    if vectors and len(vectors) == len(submissions):
-        weights = np.asarray(aggregate.weights, dtype=np.float64)
-        if weights.sum() <= 0:
-            weights = np.ones_like(weights)
-        stacked = np.stack([vectors[s.member] for s in submissions])
-        mean = weights @ stacked / weights.sum()
-    stats = []
-    for submission in submissions:
-        vector = vectors.get(submission.member)
-        distance = cosine = to_mean = None
-        if vector is not None and step is not None and vector.shape == step.shape:
-            distance = float(np.linalg.norm(vector - step))
-            denominator = float(np.linalg.norm(vector) * np.linalg.norm(step))
-            cosine = float(vector @ step / denominator) if denominator > 0 else None
-        if vector is not None and mean is not None:
-            to_mean = float(np.linalg.norm(vector - mean))
-        stats.append(
-            ContributorStats(
-                round=record.round,
-                member=submission.member,
-                update=submission.update,
-                examples=submission.examples,
-                norm=submission.norm,
-                distance_to_aggregate=distance,
-                cosine_to_aggregate=cosine,
-                distance_to_mean=to_mean,
-                retained=vector is not None,
-            )
-        )
-    return stats
-
-
-def blame(log: AuditLog, *, metric: str = "accuracy", scope: Scope | None = None) -> Blame:
-    """Find the round where ``metric`` shifted most and the statistics of its contributors.
-
-    Parameters
-    ----------
-    log
-        The replayed ledger.
-    metric
-        A metric of ``evaluation_reported`` entries (``accuracy``, ``loss``, ...).
-    scope
-        ``central`` (held-out set) or ``members`` (mean over members' test splits); default: central when
-        the metric was evaluated centrally at least twice, else members.
-
-    Raises
-    ------
-    AuditError
-        If the metric was evaluated fewer than twice, or an aggregate's input is not in the ledger.
-    """
-    scopes: tuple[Scope, ...] = (scope,) if scope is not None else ("central", "members")
-    series: list[tuple[int, float]] = []
-    chosen: Scope = scopes[0]
-    for candidate in scopes:
-        series = _series(log, metric, candidate)
-        chosen = candidate
-        if len(series) >= 2:
-            break
-    if len(series) < 2:
-        raise AuditError(
-            f"metric {metric!r} ({'/'.join(scopes)}) is evaluated in {len(series)} round(s); two are needed"
-        )
-    shift, ties = _largest(series)
-    rounds = tuple(r for r in log.rounds if shift.previous_round < r <= shift.round)
-    contributors: list[ContributorStats] = []
-    aggregate_norms: dict[int, float | None] = {}
-    private_rounds: dict[int, tuple[str, ...]] = {}
-    for number in rounds:
-        record = log.rounds[number]
-        aggregate = record.aggregate
-        if aggregate is None:
-            continue
-        step = _step(log, aggregate)
-        aggregate_norms[number] = float(np.linalg.norm(step)) if step is not None else None
-        if aggregated_privately(aggregate):
-            private_rounds[number] = tuple(aggregate.contributors)
-        else:
-            contributors.extend(_round_stats(log, record, aggregate))
-    return Blame(
-        metric=metric,
-        scope=chosen,
-        series=tuple(series),
-        round=shift.round,
-        previous_round=shift.previous_round,
-        before=shift.before,
-        after=shift.after,
-        rounds=rounds,
-        aggregate_norms=aggregate_norms,
-        contributors=tuple(contributors),
-        ties=ties,
-        private_rounds=private_rounds,
-    )

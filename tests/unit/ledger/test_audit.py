@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from fedswarm.codec.tensors import digest
-from fedswarm.ledger.audit import AuditError, blame, lineage, load_audit, resolve_model
-from fedswarm.ledger.report import audit_report, blame_json, describe, render_html
+from fedswarm.ledger.audit import AuditError, lineage, load_audit, resolve_model
+from fedswarm.ledger.blame import blame
+from fedswarm.ledger.report import audit_report, blame_json, describe
+from fedswarm.ledger.report_html import render_html
 from fedswarm.ledger.store import LedgerStore
 from fedswarm.ledger.verify import verify_ledger
 

@@ -22,8 +22,10 @@ import pytest
 from typer.testing import CliRunner
 
 from fedswarm.cli.main import app
-from fedswarm.ledger.audit import PRIVATE_REASON, blame, lineage, load_audit
-from fedswarm.ledger.report import audit_report, blame_json, blame_text, describe, lineage_json, render_html
+from fedswarm.ledger.audit import PRIVATE_REASON, lineage, load_audit
+from fedswarm.ledger.blame import blame
+from fedswarm.ledger.report import audit_report, blame_json, blame_text, describe, lineage_json
+from fedswarm.ledger.report_html import render_html
 from fedswarm.ledger.store import LedgerStore
 from fedswarm.ledger.verify import verify_ledger
 from fedswarm.sim.engine import run_simulation

@@ -19,7 +19,8 @@ import pytest
 from fedswarm.codec.tensors import digest as tensor_digest
 from fedswarm.codec.tensors import encode
 from fedswarm.core.parameters import Parameters
-from fedswarm.ledger.audit import blame, lineage, load_audit
+from fedswarm.ledger.audit import lineage, load_audit
+from fedswarm.ledger.blame import blame
 from fedswarm.ledger.entries import EvaluationReported, FederationCreated, MemberKey
 from fedswarm.ledger.packed import PACK_LIMIT
 from fedswarm.ledger.simkeys import SimulationKeys
