@@ -24,33 +24,15 @@ pytestmark = pytest.mark.integration
 
 def test_updates_are_retained_where_they_were_sent_and_revert_works_on_the_aggregator(tmp_path: Path) -> None:
     rounds = 3
-    path, _ = write_spec(tmp_path, name="ledger-retain", rounds=rounds, topology="star")
-    path.write_text(path.read_text().replace("[ledger]\nenabled = false", "[ledger]\nenabled = true"))
-    spec, _ = load_spec(path)
+    spec = _ledger_spec(tmp_path, name="ledger-retain", rounds=rounds, topology="star")
     assert spec.ledger.retain_updates  # the default
     fed = run_local_federation(spec, out_dir=tmp_path / "up", timeout=90)
     aggregator, members = "member-00000", ("member-00001", "member-00002")
-    with LedgerStore(fed.state_dir(aggregator) / "ledger", readonly=True) as store:
-        aggregates = [
-            e.entry.body
-            for _, r in store.records()
-            if (e := SignedEntry.from_record(r)).entry.kind == "aggregate_committed"
-        ]
-    inputs = [
-        (body.round, member, digest)
-        for body in aggregates
-        if isinstance(body, AggregateCommitted)
-        for member, digest in zip(body.contributors, body.inputs, strict=True)
-    ]
+    inputs = _inputs(_bodies(fed, aggregator))
     assert len(inputs) == 3 * rounds
-
-    def kept(name: str) -> set[tuple[int, str, str]]:
-        with LedgerStore(fed.state_dir(name) / "ledger", readonly=True) as store:
-            return {i for i in inputs if store.objects.has(i[2])}
-
-    assert kept(aggregator) == set(inputs)  # the leader of every round: every input
+    assert _kept(fed, aggregator, inputs) == inputs  # the leader of every round: every input
     for name in members:
-        assert kept(name) == {i for i in inputs if i[1] == name}  # a member: its own updates only
+        assert _kept(fed, name, inputs) == [i for i in inputs if i[1] == name]  # a member: its own updates only
         verify_ledger(fed.state_dir(name))
 
     out = tmp_path / "reverted"
@@ -89,6 +71,22 @@ def _bodies(fed: LocalFederation, name: str) -> list[object]:
         return [SignedEntry.from_record(r).entry.body for _, r in store.records()]
 
 
+def _inputs(bodies: list[object]) -> list[tuple[int, str, str]]:
+    """``(round, member, update digest)`` of every accepted update, in log order."""
+    return [
+        (b.round, member, digest)
+        for b in bodies
+        if isinstance(b, AggregateCommitted)
+        for member, digest in zip(b.contributors, b.inputs, strict=True)
+    ]
+
+
+def _kept(fed: LocalFederation, name: str, inputs: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+    """The ``inputs`` whose update ``name``'s ledger holds."""
+    with LedgerStore(fed.state_dir(name) / "ledger", readonly=True) as store:
+        return [i for i in inputs if store.objects.has(i[2])]
+
+
 def test_a_swarm_is_reverted_on_a_member_s_folder_with_the_other_leaders_folders(tmp_path: Path) -> None:
     rounds = 3
     spec = _ledger_spec(tmp_path, name="ledger-retain-swarm", rounds=rounds, topology="swarm")
@@ -97,17 +95,11 @@ def test_a_swarm_is_reverted_on_a_member_s_folder_with_the_other_leaders_folders
     bodies = _bodies(fed, names[0])
     leaders = {b.round: b.leader for b in bodies if isinstance(b, RoundOpened)}
     assert leaders == {h["round"]: h["leader"] for h in fed.history()} and len(set(leaders.values())) > 1
-    inputs = [
-        (b.round, member, digest)
-        for b in bodies
-        if isinstance(b, AggregateCommitted)
-        for member, digest in zip(b.contributors, b.inputs, strict=True)
-    ]
+    inputs = _inputs(bodies)
     assert len(inputs) == 3 * rounds
 
     def kept(name: str) -> list[tuple[int, str, str]]:
-        with LedgerStore(fed.state_dir(name) / "ledger", readonly=True) as store:
-            return [i for i in inputs if store.objects.has(i[2])]
+        return _kept(fed, name, inputs)
 
     for name in names:  # its own updates and those of the rounds it led, nothing else
         assert kept(name) == [i for i in inputs if name in (i[1], leaders[i[0]])], name
