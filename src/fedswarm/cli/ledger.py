@@ -14,9 +14,8 @@ import typer
 
 from fedswarm.cli.common import err_console, fail, guarded
 from fedswarm.core.errors import VerificationError
-from fedswarm.ledger.audit import AuditLog, LineageStep, lineage, load_audit
+from fedswarm.ledger.audit import LineageStep, lineage, load_audit
 from fedswarm.ledger.blame import Blame, blame
-from fedswarm.ledger.entries import EntryError
 from fedswarm.ledger.merkle import leaf_hash, verify_inclusion
 from fedswarm.ledger.report import (
     audit_report,
@@ -56,21 +55,6 @@ PathArg = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON on stdout")]
-
-
-def _load_audit(path: Path) -> AuditLog:
-    """:func:`load_audit`, with a record that does not parse reported as a verification failure naming it."""
-    try:
-        return load_audit(path)
-    except EntryError:
-        folder = find_ledger(path)
-        store = LedgerStore(folder, readonly=True)
-        try:
-            for _ in store.entries():  # raises naming the database and the entry
-                pass
-        finally:
-            store.close()
-        raise VerificationError(f"{folder / DB_NAME}: a record does not parse") from None
 
 
 def _echo_json(value: Any) -> None:
@@ -268,7 +252,7 @@ def lineage_command(
     def run() -> tuple[str, list[LineageStep]]:
         if verify:
             verify_ledger(path)
-        log = _load_audit(path)
+        log = load_audit(path)
         return log.created.initial_model, lineage(log, model)
 
     initial, steps = guarded(run)
@@ -304,7 +288,7 @@ def blame_command(
     def run() -> Blame:
         if verify:
             verify_ledger(path)
-        return blame(_load_audit(path), metric=metric, scope=chosen)
+        return blame(load_audit(path), metric=metric, scope=chosen)
 
     result = guarded(run)
     if json_:
@@ -330,7 +314,7 @@ def export_command(
             report = verify_ledger(path)
         except VerificationError as exc:
             error = str(exc)
-        data = audit_report(_load_audit(path), report, error=error)
+        data = audit_report(load_audit(path), report, error=error)
         return json.dumps(data, indent=2) + "\n" if format_ == "json" else render_html(data)
 
     text = guarded(run)

@@ -19,7 +19,6 @@ Run these on a verified ledger (the CLI verifies first): they read entries, they
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,7 +33,6 @@ from fedswarm.ledger.entries import (
     MemberRemoved,
     PrivacySpent,
     RoundOpened,
-    SignedEntry,
     UpdateSubmitted,
 )
 from fedswarm.ledger.models import ObjectStore
@@ -126,18 +124,14 @@ class AuditLog:
             ) from None
 
 
-def _entries(store: LedgerStore) -> Iterator[SignedEntry]:
-    for _seq, record in store.records():
-        yield SignedEntry.from_record(record)
-
-
 def load_audit(path: Path) -> AuditLog:
     """Replay the ledger at ``path`` (ledger folder, run directory or node data folder).
 
     Raises
     ------
     VerificationError
-        If there is no ledger or it does not start with ``federation_created``.
+        If there is no ledger, it does not start with ``federation_created``, or a record cannot be read or
+        does not parse (naming the database and the entry).
     """
     folder = find_ledger(path)
     store = LedgerStore(folder, readonly=True)
@@ -148,7 +142,7 @@ def load_audit(path: Path) -> AuditLog:
         models: dict[str, int] = {}
         admitted: dict[str, int] = {}
         removed: dict[str, int] = {}
-        for signed in _entries(store):
+        for signed in store.entries():  # a record that does not parse is named
             entry, body = signed.entry, signed.entry.body
             if isinstance(body, FederationCreated):
                 created, coordinator = body, entry.author
