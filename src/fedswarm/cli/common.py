@@ -10,13 +10,29 @@ from typing import NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedswarm.core.errors import FedswarmError
 
-__all__ = ["err_console", "example_path", "fail", "guarded"]
+__all__ = ["err_console", "example_path", "fail", "guarded", "progress_bars"]
 
 err_console = Console(stderr=True, highlight=False)
 T = TypeVar("T")
+
+
+def progress_bars(info: str, *, quiet: bool) -> Progress:
+    """Progress bars on stderr: description, bar, done/total, ``info`` (a rich column template), elapsed time;
+    none with ``quiet``."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(info),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+        disable=quiet,
+    )
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

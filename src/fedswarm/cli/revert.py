@@ -29,9 +29,8 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fedswarm.cli.common import err_console, guarded
+from fedswarm.cli.common import err_console, guarded, progress_bars
 from fedswarm.codec.canonical import digest as canonical_digest
 from fedswarm.codec.tensors import digest as tensor_digest
 from fedswarm.codec.tensors import save as save_parameters
@@ -357,16 +356,7 @@ def revert_run(
 
 def _run_with_progress(run: Callable[[RevertProgress], dict[str, Any]], *, quiet: bool) -> dict[str, Any]:
     """Run ``run`` showing one bar per stage on stderr (none with ``quiet``)."""
-    bars = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("rounds"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-        disable=quiet,
-    )
+    bars = progress_bars("rounds", quiet=quiet)
     tasks: dict[Stage, Any] = {}
 
     def progress(stage: Stage, done: int, total: int) -> None:

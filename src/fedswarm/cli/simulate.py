@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fedswarm.cli.common import err_console, guarded
+from fedswarm.cli.common import guarded, progress_bars
 from fedswarm.rounds.coordinator import RoundOutcome
 from fedswarm.sim.engine import RunResult, run_simulation
 from fedswarm.spec.schema import load_spec
@@ -26,16 +25,7 @@ def run_with_progress(
     quiet: bool,
 ) -> RunResult:
     spec, _raw = load_spec(spec_path, overrides=overrides)
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=False,
-        disable=quiet,
-    )
+    progress = progress_bars("{task.fields[info]}", quiet=quiet)
     with progress:
         bar = progress.add_task(f"{spec.federation.name}: rounds", total=spec.federation.rounds, info="")
 

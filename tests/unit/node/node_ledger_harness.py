@@ -103,13 +103,13 @@ class Federation:
             node.link.close()
 
     def catch_up(self, name: str, source: str) -> None:
-        """``name`` fetches the records (and the models they name) it lacks from ``source``."""
+        """``name`` fetches the records (and the models they name) it lacks from ``source``, naming it."""
         link, peer = self.nodes[name].link, self.nodes[source].link
         with LedgerStore(peer.folder, readonly=True) as store:
             items = parse_records([r for _, r in store.records(link.size)], f"records from {source}")
         for digest in link.run(lambda: missing_models(link, items)):
             link.put_object(peer.object_path(digest).read_bytes())
-        catch_up(link, items)
+        catch_up(link, items, peer=source)
 
     def ask(self, member: str, entry: bytes) -> bytes:
         return sign_asked(self.nodes[member].link, entry)
@@ -205,8 +205,7 @@ class Federation:
 
 
 class RevokingFederation(Federation):
-    """A :class:`Federation` whose manifest also keeps its revoked members (:meth:`revoke`), and whose nodes
-    name the peer they catch up from."""
+    """A :class:`Federation` whose manifest also keeps its revoked members (:meth:`revoke`)."""
 
     def __init__(self, tmp: Path, names: tuple[str, ...], *, retain: bool = True) -> None:
         self.revoked: dict[str, bytes] = {}
@@ -220,12 +219,3 @@ class RevokingFederation(Federation):
     def revoke(self, name: str) -> None:
         """The operator revokes ``name``: its entry moves from the members to the revoked (every node sees it)."""
         self.revoked[name] = self.manifest.pop(name)
-
-    def catch_up(self, name: str, source: str) -> None:
-        """``name`` fetches the records (and the models they name) it lacks from ``source``, naming it."""
-        link, peer = self.nodes[name].link, self.nodes[source].link
-        with LedgerStore(peer.folder, readonly=True) as store:
-            items = parse_records([r for _, r in store.records(link.size)], f"records from {source}")
-        for digest in link.run(lambda: missing_models(link, items)):
-            link.put_object(peer.object_path(digest).read_bytes())
-        catch_up(link, items, peer=source)
