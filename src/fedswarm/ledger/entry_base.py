@@ -222,15 +222,12 @@ class FastPickle:
 
 
 class BodyBase(FastPickle):
-    """Shared behaviour of entry bodies: JSON-ready form and strict parsing."""
+    """Shared behaviour of entry bodies: strict parsing and fast pickling (each body class writes its own
+    ``to_json``, the JSON-ready form with bytes as ``{"$b": hex}``)."""
 
     __slots__ = ()
     kind: ClassVar[EntryKind]
     _keys: ClassVar[frozenset[str]]
-
-    def to_json(self) -> dict[str, Any]:
-        """The body as JSON-ready values (bytes as ``{"$b": hex}``)."""
-        raise NotImplementedError
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> Body:

@@ -113,6 +113,24 @@ class ObjectStore:
         """Store the canonical safetensors encoding of ``parameters``; return its digest."""
         return self.put_bytes(encode_parameters(parameters))
 
+    def stored_bytes(self, digest: str) -> tuple[bytes, str] | None:
+        """The bytes stored under ``digest`` (a file, else a packed row) and where they are, NOT checked
+        against the digest (the caller hashes them); ``None`` when absent.
+
+        Raises
+        ------
+        VerificationError
+            If the packed table is damaged (its index no longer finds a row it holds).
+        """
+        path = self.path(digest)
+        try:
+            return path.read_bytes(), str(path)
+        except FileNotFoundError:
+            packed = self._packed.get(digest) if self._packed is not None else None
+            if packed is None or self._packed is None:
+                return None
+            return packed, f"{digest} (packed in {self._packed.database})"
+
     def get_bytes(self, digest: str) -> bytes:
         """The object's bytes, checked against ``digest``.
 
@@ -123,15 +141,10 @@ class ObjectStore:
         VerificationError
             If the stored content does not hash to ``digest``.
         """
-        path = self.path(digest)
-        where = str(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            packed = self._packed.get(digest) if self._packed is not None else None
-            if packed is None or self._packed is None:
-                raise KeyError(digest) from None
-            data, where = packed, f"{digest} (packed in {self._packed.database})"
+        stored = self.stored_bytes(digest)
+        if stored is None:
+            raise KeyError(digest)
+        data, where = stored
         actual = hashlib.sha256(data).hexdigest()
         if actual != digest:
             raise VerificationError(f"object {where}: content hashes to {actual}, not to its name {digest}")

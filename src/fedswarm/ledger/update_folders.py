@@ -90,14 +90,6 @@ def _same_history(mine: LedgerStore, path: Path, ledger: Path, *, reverted: Path
         return UpdateFolder(path=path, ledger=ledger, size=other.size, objects=other.objects)
 
 
-def _stored_bytes(objects: ObjectStore, digest: str) -> bytes | None:
-    """The bytes stored under ``digest`` (a file or a packed row), not checked here; ``None`` if absent."""
-    try:
-        return objects.path(digest).read_bytes()
-    except FileNotFoundError:
-        return objects.packed.get(digest) if objects.packed is not None else None
-
-
 def fetch_update(log: AuditLog, folders: Sequence[UpdateFolder], digest: str) -> tuple[bytes, Path] | None:
     """The retained update named ``digest`` and the ledger folder it came from, checked against the digest;
     ``None`` when no folder holds it.
@@ -109,11 +101,12 @@ def fetch_update(log: AuditLog, folders: Sequence[UpdateFolder], digest: str) ->
     """
     for ledger, objects in ((log.folder, log.objects), *((f.ledger, f.objects) for f in folders)):
         try:
-            data = _stored_bytes(objects, digest)
+            stored = objects.stored_bytes(digest)
         except VerificationError as exc:
             raise UpdateFolderError(f"the update {digest} in {ledger} is unreadable: {exc}") from None
-        if data is None:
+        if stored is None:
             continue
+        data = stored[0]
         actual = hashlib.sha256(data).hexdigest()
         if actual != digest:
             raise UpdateFolderError(
